@@ -1,0 +1,118 @@
+"""Command line: argument parsing only; each subcommand calls one stage's ``run``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib import resources
+from pathlib import Path
+
+from skintl.config import ConfigError, StudyConfig, load_config, parse_config
+
+log = logging.getLogger("skintl")
+
+#: errors that are the user's to fix: printed as one message, never as a traceback
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, FileNotFoundError)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from skintl.data.sources import DataError
+    from skintl.encoders.backbones import WeightsError
+    from skintl.evaluation.splits import SplitError
+
+    return (*USER_ERRORS, DataError, SplitError, WeightsError)
+
+
+def _run_dir(args: argparse.Namespace, cfg: StudyConfig) -> Path:
+    return Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from skintl.evaluation.stage import summary_text
+    from skintl.study import run_study
+
+    cfg = load_config(args.config)
+    table = run_study(cfg, _run_dir(args, cfg))
+    print(summary_text(table))
+    print(f"results in {_run_dir(args, cfg)}")
+    return 0
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from skintl.study import STAGES, prepare_run_dir
+
+    cfg = load_config(args.config)
+    run_dir = prepare_run_dir(cfg, _run_dir(args, cfg))
+    result = STAGES[args.command](cfg, run_dir)
+    if args.command == "evaluate":
+        from skintl.evaluation.stage import summary_text
+
+        print(summary_text(result))
+    return 0
+
+
+def demo_config() -> StudyConfig:
+    """The packaged demo study: synthetic photos, ResNet-18 and ResNet-50 from random init."""
+    import yaml
+
+    text = resources.files("skintl").joinpath("configs/demo.yaml").read_text()
+    return parse_config(yaml.safe_load(text), source="skintl/configs/demo.yaml")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from skintl.evaluation.stage import summary_text
+    from skintl.study import run_study
+
+    cfg = demo_config()
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / "demo"
+    table = run_study(cfg, run_dir)
+    print(summary_text(table))
+    print(f"results in {run_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="skintl",
+        description="Transfer learning from pre-trained CNNs to skin lesions in clinical photos.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="run the demo study on generated synthetic photos")
+    d.add_argument("--run-dir", help="output folder (default runs/demo)")
+    d.set_defaults(func=cmd_demo)
+    s = sub.add_parser("study", help="run every stage of a study config")
+    s.add_argument("config", help="YAML study config")
+    s.add_argument("--run-dir", help="output folder (default runs/<config name>)")
+    s.set_defaults(func=cmd_study)
+    helps = {
+        "data": "read and validate the data source into manifest.parquet",
+        "patches": "cut labelled patches",
+        "features": "extract pooled features of every encoder and layer (cached)",
+        "evaluate": "patient-grouped cross-validation of every classifier",
+    }
+    for name, text in helps.items():
+        sp = sub.add_parser(name, help=text)
+        sp.add_argument("config", help="YAML study config")
+        sp.add_argument("--run-dir", help="output folder (default runs/<config name>)")
+        sp.set_defaults(func=cmd_stage)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args))
+    except _user_errors() as e:
+        msg = str(e).strip("'\"") if isinstance(e, KeyError) else str(e)
+        print(f"skintl: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

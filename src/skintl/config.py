@@ -1,0 +1,214 @@
+"""Validated study configuration.
+
+A study is one YAML file. Unknown keys, wrong types, missing files and unknown class names are
+errors that name the key and the fix, raised before any long work starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from skintl.encoders.backbones import BACKBONES, LAYERS
+from skintl.labels import DEFAULT_CLASSES, HEALTHY
+
+
+class ConfigError(ValueError):
+    """A study config that cannot be used; the message says where and how to fix it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticConfig(_Strict):
+    n_patients: int = Field(12, ge=2)
+    images_per_patient: int = Field(2, ge=1)
+    size: int = Field(256, ge=64)
+    seed: int = 0
+
+
+class DataConfig(_Strict):
+    """Where the annotated photos (or cut patches) come from."""
+
+    source: Literal["masked_folder", "patch_folders", "synthetic"]
+    root: Path | None = None
+    metadata: str = "metadata.csv"
+    image_column: str = "image"
+    mask_column: str = "mask"
+    patient_column: str = "patient_id"
+    label_column: str = "diagnostic"
+    #: keep only metadata rows whose column value is in the list, e.g. {diagnostic: [ACK, SEK]}
+    include: dict[str, list[str]] = Field(default_factory=dict)
+    #: binary: mask > 0 is the lesion, whose class is the image's diagnosis mapped through
+    #: ``diagnosis_to_class``; multiclass: pixel value -> class through ``mask_values``.
+    mask_mode: Literal["binary", "multiclass"] = "binary"
+    diagnosis_to_class: dict[str, str] = Field(default_factory=dict)
+    mask_values: dict[int, str] = Field(default_factory=dict)
+    #: patch folders: folder name -> class, e.g. {NORM: healthy, SBL: SK}
+    class_aliases: dict[str, str] = Field(default_factory=dict)
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)  # type: ignore[arg-type]
+
+
+class PatchConfig(_Strict):
+    size: int = Field(50, ge=8)
+    stride: int = Field(25, ge=1)
+    #: a patch takes a lesion class when at least this fraction of it lies in that class's region
+    min_lesion_fraction: float = Field(0.5, gt=0.5, le=1.0)
+    #: a patch is healthy skin when every pixel keeps this many pixels from every lesion
+    healthy_margin: int = Field(10, ge=0)
+    #: at most this many patches per image and class (None: all)
+    max_per_image_class: int | None = Field(None, ge=1)
+
+
+class EncoderConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    arch: str
+    #: "random", "imagenet", or the path of a skintl encoder file
+    weights: str = "random"
+
+    @model_validator(mode="after")
+    def _known_arch(self) -> EncoderConfig:
+        if self.arch not in BACKBONES:
+            raise ValueError(f"unknown arch {self.arch!r}; valid: {', '.join(BACKBONES.names())}")
+        return self
+
+
+class FeatureConfig(_Strict):
+    encoders: list[EncoderConfig] = Field(min_length=1)
+    layers: list[str] = Field(default_factory=lambda: ["layer1", "layer2", "layer3", "layer4"])
+    #: resize patches to this many pixels before the encoder (None: keep the patch size)
+    input_size: int | None = Field(None, ge=8)
+    batch_size: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> FeatureConfig:
+        bad = [layer for layer in self.layers if layer not in LAYERS]
+        if bad:
+            raise ValueError(f"unknown layers {bad}; valid: {', '.join(LAYERS)}")
+        names = [e.name for e in self.encoders]
+        if len(set(names)) != len(names):
+            raise ValueError(f"encoder names must be unique, got {names}")
+        return self
+
+
+class SplitConfig(_Strict):
+    kind: Literal["group_kfold", "stratified_group_kfold", "leave_one_patient_out"] = (
+        "stratified_group_kfold"
+    )
+    n_splits: int = Field(23, ge=2)
+    #: fraction of training patients held out (by patient) for early stopping
+    validation_fraction: float = Field(0.2, gt=0.0, lt=0.9)
+
+
+class MLPConfig(_Strict):
+    max_epochs: int = Field(200, ge=1)
+    patience: int = Field(10, ge=1)
+    batch_size: int = Field(256, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+
+
+class EvaluationConfig(_Strict):
+    splits: SplitConfig = Field(default_factory=SplitConfig)  # type: ignore[arg-type]
+    classifiers: list[str] = Field(default_factory=lambda: ["mlp", "logreg"])
+    mlp: MLPConfig = Field(default_factory=MLPConfig)  # type: ignore[arg-type]
+    #: parallel jobs over folds (scikit-learn's joblib convention; -1 = all cores)
+    n_jobs: int = 1
+
+
+class StudyConfig(_Strict):
+    name: str = "study"
+    seed: int = 0
+    classes: list[str] = Field(default_factory=lambda: list(DEFAULT_CLASSES))
+    data: DataConfig
+    patches: PatchConfig = Field(default_factory=PatchConfig)  # type: ignore[arg-type]
+    features: FeatureConfig
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _known_classes(self) -> StudyConfig:
+        if HEALTHY not in self.classes:
+            raise ValueError(f"classes must include {HEALTHY!r}, got {self.classes}")
+        d = self.data
+        for where, mapping in (
+            ("data.diagnosis_to_class", d.diagnosis_to_class),
+            ("data.mask_values", d.mask_values),
+            ("data.class_aliases", d.class_aliases),
+        ):
+            unknown = sorted({c for c in mapping.values() if c not in self.classes})
+            if unknown:
+                raise ValueError(
+                    f"{where} maps to unknown classes {unknown}; declared classes are "
+                    f"{self.classes} (add them to `classes:` or fix the spelling)"
+                )
+        if d.source != "synthetic" and d.root is None:
+            raise ValueError("data.root is required for source " + repr(d.source))
+        if d.source == "masked_folder" and d.mask_mode == "binary" and not d.diagnosis_to_class:
+            raise ValueError("binary masks need data.diagnosis_to_class (e.g. {ACK: AK, SEK: SK})")
+        if d.source == "masked_folder" and d.mask_mode == "multiclass" and not d.mask_values:
+            raise ValueError("multiclass masks need data.mask_values (e.g. {1: AK, 2: SK})")
+        return self
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid study config:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see configs/ for valid keys)"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(raw: dict[str, Any], source: str = "config", base_dir: Path | None = None) -> StudyConfig:
+    """Validate a config dict; relative paths resolve against ``base_dir``."""
+    try:
+        cfg = StudyConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None
+    return _resolve_paths(cfg, base_dir or Path.cwd(), source)
+
+
+def _resolve_paths(cfg: StudyConfig, base: Path, source: str) -> StudyConfig:
+    data = cfg.data
+    if data.root is not None:
+        root = data.root if data.root.is_absolute() else (base / data.root).resolve()
+        if not root.is_dir():
+            raise ConfigError(f"{source}: data.root {root} is not a folder (fix the path)")
+        data = data.model_copy(update={"root": root})
+    encoders = []
+    for enc in cfg.features.encoders:
+        if enc.weights not in ("random", "imagenet"):
+            p = Path(enc.weights)
+            p = p if p.is_absolute() else (base / p).resolve()
+            if not p.is_file():
+                raise ConfigError(
+                    f"{source}: encoder {enc.name!r}: weights file {p} does not exist "
+                    "(use 'random', 'imagenet' or the path of a file made by `skintl weights import`)"
+                )
+            enc = enc.model_copy(update={"weights": str(p)})
+        encoders.append(enc)
+    features = cfg.features.model_copy(update={"encoders": encoders})
+    return cfg.model_copy(update={"data": data, "features": features})
+
+
+def load_config(path: Path | str) -> StudyConfig:
+    """Read and validate a YAML study config; paths resolve against the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a study config is a YAML mapping (key: value), got {type(raw).__name__}")
+    return parse_config(raw, source=str(path), base_dir=path.parent.resolve())
+
+
+def dump_config(cfg: StudyConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

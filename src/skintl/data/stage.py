@@ -1,0 +1,159 @@
+"""The ``data`` and ``patches`` stages: manifest and labelled patches in the run directory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from skintl.config import StudyConfig
+from skintl.data.patches import (
+    HEALTHY_CODE,
+    PatchRule,
+    cap_per_class,
+    cut_patches,
+    grid_origins,
+    label_patches,
+)
+from skintl.data.sources import (
+    DataError,
+    build_manifest,
+    effective_data_config,
+    lesion_label_map,
+    read_mask,
+    read_rgb,
+)
+from skintl.io import write_json, write_npy, write_parquet, write_text
+from skintl.labels import HEALTHY
+
+log = logging.getLogger(__name__)
+
+INDEX_COLUMNS = ["patient_id", "image", "image_idx", "class", "x", "y"]
+
+
+def fingerprint(obj: Any) -> str:
+    """A stable short hash of a JSON-able object (configs, file lists)."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _stage_done(meta_path: Path, fp: str) -> bool:
+    if not meta_path.is_file():
+        return False
+    try:
+        return bool(json.loads(meta_path.read_text()).get("fingerprint") == fp)
+    except json.JSONDecodeError:
+        return False
+
+
+def run_data(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
+    """Build and validate the manifest; writes ``manifest.parquet``."""
+    manifest = build_manifest(cfg, run_dir)
+    write_parquet(manifest, run_dir / "manifest.parquet")
+    return manifest
+
+
+def load_manifest(run_dir: Path) -> pd.DataFrame:
+    path = run_dir / "manifest.parquet"
+    if not path.is_file():
+        raise DataError(f"{path} not found: run `skintl data CONFIG` (or `skintl study`) first")
+    return pd.read_parquet(path)
+
+
+def _patches_of_photo(
+    row: pd.Series, cfg: StudyConfig, run_dir: Path, rng: np.random.Generator
+) -> tuple[np.ndarray, pd.DataFrame]:
+    data = effective_data_config(cfg, run_dir)
+    p = cfg.patches
+    rule = PatchRule(p.size, p.stride, p.min_lesion_fraction, p.healthy_margin)
+    image = read_rgb(Path(row["image_path"]))
+    lab = lesion_label_map(read_mask(Path(row["annotation"])), data, row["labels"], cfg.classes)
+    codes = label_patches(lab, len(cfg.classes), rule)
+    ys, xs = grid_origins(*lab.shape, p.size, p.stride)
+    gy, gx = np.nonzero(codes != -2)
+    names = np.array([HEALTHY if c == HEALTHY_CODE else cfg.classes[c] for c in codes[gy, gx]])
+    keep = cap_per_class(names, p.max_per_image_class, rng)
+    gy, gx, names = gy[keep], gx[keep], names[keep]
+    index = pd.DataFrame(
+        {"patient_id": row["patient_id"], "image": row["image_path"], "class": names,
+         "x": xs[gx], "y": ys[gy]}
+    )
+    return cut_patches(image, ys[gy], xs[gx], p.size), index
+
+
+def _patch_file(row: pd.Series, size: int) -> tuple[np.ndarray, pd.DataFrame]:
+    from skimage.transform import resize
+
+    img = read_rgb(Path(row["image_path"]))
+    if img.shape[:2] != (size, size):
+        img = (resize(img, (size, size), anti_aliasing=True) * 255).round().astype(np.uint8)
+    index = pd.DataFrame(
+        {"patient_id": [row["patient_id"]], "image": [row["image_path"]],
+         "class": [row["annotation"]], "x": [0], "y": [0]}
+    )
+    return img[None], index
+
+
+def run_patches(cfg: StudyConfig, run_dir: Path) -> tuple[np.ndarray, pd.DataFrame]:
+    """Cut labelled patches of every manifest row; writes ``patches/``. Skips when up to date."""
+    manifest = load_manifest(run_dir)
+    out = run_dir / "patches"
+    fp = fingerprint(
+        {"patches": cfg.patches.model_dump(), "classes": cfg.classes, "seed": cfg.seed,
+         "manifest": manifest[["image_path", "annotation", "patient_id", "labels"]].values.tolist()}
+    )
+    if _stage_done(out / "meta.json", fp):
+        log.info("patches up to date in %s", out)
+        return load_patches(run_dir)
+    rng = np.random.default_rng(cfg.seed)
+    arrays, tables = [], []
+    for i, row in tqdm(list(manifest.iterrows()), desc="patches", unit="photo"):
+        if row["source"] == "patch_folders":
+            arr, idx = _patch_file(row, cfg.patches.size)
+        else:
+            arr, idx = _patches_of_photo(row, cfg, run_dir, rng)
+        arrays.append(arr)
+        tables.append(idx.assign(image_idx=i))
+    patches = np.concatenate(arrays)
+    index = pd.concat(tables, ignore_index=True)[INDEX_COLUMNS]
+    _check_classes(index, cfg.classes)
+    counts = counts_table(index, cfg.classes)
+    write_npy(patches, out / "patches.npy")
+    write_parquet(index, out / "index.parquet")
+    write_text(counts.to_csv(), out / "counts.csv")
+    write_json({"fingerprint": fp, "n": len(index)}, out / "meta.json")
+    log.info("patches per class: %s", index["class"].value_counts().to_dict())
+    return patches, index
+
+
+def _check_classes(index: pd.DataFrame, classes: list[str]) -> None:
+    present = set(index["class"])
+    empty = [c for c in classes if c not in present]
+    if not len(index):
+        raise DataError("no patches were cut: check patches.size against the image size")
+    if empty:
+        raise DataError(
+            f"no patches of class {empty}: lower patches.min_lesion_fraction or "
+            "patches.healthy_margin, or check the class mapping in the config"
+        )
+
+
+def load_patches(run_dir: Path) -> tuple[np.ndarray, pd.DataFrame]:
+    """The patches (N, S, S, 3) uint8 (memory-mapped) and their index table."""
+    out = run_dir / "patches"
+    if not (out / "meta.json").is_file():
+        raise DataError(f"{out}: no patches yet; run `skintl patches CONFIG` first")
+    return np.load(out / "patches.npy", mmap_mode="r"), pd.read_parquet(out / "index.parquet")
+
+
+def counts_table(index: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """Patches per class (columns) and patient (rows), with a total row."""
+    t = pd.crosstab(index["patient_id"], index["class"]).reindex(columns=classes, fill_value=0)
+    t.loc["total"] = t.sum()
+    return t

@@ -1,0 +1,135 @@
+"""Classifiers on cached features, with scikit-learn's estimator contract.
+
+Each registered factory returns an estimator whose ``fit`` accepts ``groups=`` (patient ids)
+through :func:`fit_grouped`, so that any validation split inside training is made by patient.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted, check_X_y, validate_data
+
+from skintl.config import MLPConfig
+from skintl.evaluation.splits import validation_split
+from skintl.registry import Registry
+
+log = logging.getLogger(__name__)
+
+ClassifierFactory = Callable[[MLPConfig, float, int], BaseEstimator]
+CLASSIFIERS: Registry[ClassifierFactory] = Registry("classifier")
+
+
+def hidden_units(d: int) -> int:
+    """The study's hidden-layer size for ``d`` input features: round(sqrt(3 d))."""
+    return int(round(math.sqrt(3 * d)))
+
+
+class StudyMLP(ClassifierMixin, BaseEstimator):
+    """The study's MLP: one hidden layer of round(sqrt(3 d)) ReLU units, Adam, single softmax.
+
+    Early stopping watches the log-loss on a validation split made BY PATIENT inside the
+    training data (the original protocol split patches at random, leaking patients).
+
+    Args:
+        max_epochs: upper bound on epochs; patience: epochs without improvement before stopping.
+        batch_size, learning_rate: Adam's mini-batch size and step (the study: 1e-3).
+        validation_fraction: fraction of training patients held out for early stopping.
+        random_state: seed of the split, the initialisation and the shuffling.
+    """
+
+    def __init__(
+        self,
+        max_epochs: int = 200,
+        patience: int = 10,
+        batch_size: int = 256,
+        learning_rate: float = 1e-3,
+        validation_fraction: float = 0.2,
+        random_state: int = 0,
+    ) -> None:
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> StudyMLP:
+        """Fit on (N, d) features; ``groups`` (N,) patient ids are required."""
+        X, y = check_X_y(X, y)
+        if groups is None:
+            raise ValueError("StudyMLP.fit needs groups= (patient ids) for its validation split")
+        self.classes_ = np.unique(y)
+        self.n_features_in_ = X.shape[1]
+        fit_idx, val_idx = validation_split(
+            np.asarray(groups), self.validation_fraction, self.random_state
+        )
+        mlp = MLPClassifier(
+            hidden_layer_sizes=(hidden_units(X.shape[1]),), solver="adam",
+            learning_rate_init=self.learning_rate, batch_size=self.batch_size,
+            random_state=self.random_state,
+        )
+        best, best_state, wait, curve = math.inf, None, 0, []
+        for _ in range(self.max_epochs):
+            mlp.partial_fit(X[fit_idx], y[fit_idx], classes=self.classes_)
+            loss = log_loss(y[val_idx], mlp.predict_proba(X[val_idx]), labels=self.classes_)
+            curve.append(loss)
+            if loss < best - 1e-4:
+                best, wait = loss, 0
+                best_state = (copy.deepcopy(mlp.coefs_), copy.deepcopy(mlp.intercepts_))
+            else:
+                wait += 1
+                if wait >= self.patience:
+                    break
+        assert best_state is not None
+        mlp.coefs_, mlp.intercepts_ = best_state
+        self.mlp_ = mlp
+        self.validation_loss_curve_ = curve
+        self.best_epoch_ = int(np.argmin(curve)) + 1
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """(N, d) -> (N, K) probabilities (one softmax), columns in ``classes_`` order."""
+        check_is_fitted(self, "mlp_")
+        X = validate_data(self, X, reset=False)
+        return np.asarray(self.mlp_.predict_proba(X))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.classes_[self.predict_proba(X).argmax(axis=1)])
+
+
+@CLASSIFIERS.register("mlp")
+def _mlp(cfg: MLPConfig, validation_fraction: float, seed: int) -> BaseEstimator:
+    return make_pipeline(
+        StandardScaler(),
+        StudyMLP(cfg.max_epochs, cfg.patience, cfg.batch_size, cfg.learning_rate,
+                 validation_fraction, seed),
+    )
+
+
+@CLASSIFIERS.register("logreg")
+def _logreg(cfg: MLPConfig, validation_fraction: float, seed: int) -> BaseEstimator:
+    # multinomial (softmax) logistic regression on standardised features
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+
+
+def fit_grouped(est: BaseEstimator, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Any:
+    """Fit ``est`` passing ``groups`` to the final step when its ``fit`` accepts them."""
+    final = est.steps[-1] if isinstance(est, Pipeline) else None
+    target = final[1] if final else est
+    if "groups" not in inspect.signature(target.fit).parameters:
+        return est.fit(X, y)
+    key = f"{final[0]}__groups" if final else "groups"
+    return est.fit(X, y, **{key: groups})

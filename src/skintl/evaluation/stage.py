@@ -1,0 +1,148 @@
+"""The ``evaluate`` stage: encoder x layer x classifier cells over shared patient-grouped folds.
+
+The folds are made once (``evaluation/folds.parquet``) and shared by every cell, so that cells
+can be compared fold by fold. A cell's predictions and metrics are written atomically and skipped
+when present with a matching fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from sklearn.base import clone
+from tqdm import tqdm
+
+from skintl.config import StudyConfig
+from skintl.data.stage import fingerprint, load_patches
+from skintl.evaluation.classifiers import CLASSIFIERS, fit_grouped
+from skintl.evaluation.metrics import classification_metrics
+from skintl.evaluation.splits import check_training_classes, outer_splits
+from skintl.features.stage import load_features
+from skintl.io import write_json, write_parquet, write_text
+
+log = logging.getLogger(__name__)
+
+SUMMARY_METRICS = ["balanced_accuracy", "auc_macro", "macro_f1", "accuracy"]
+
+
+def make_folds(cfg: StudyConfig, index: pd.DataFrame) -> np.ndarray:
+    """Fold number of every patch (N,), checked so every training fold has every class."""
+    s = cfg.evaluation.splits
+    y, groups = index["class"].to_numpy(), index["patient_id"].to_numpy()
+    splits = outer_splits(s.kind, s.n_splits, y, groups, cfg.seed)
+    check_training_classes(splits, y, cfg.classes)
+    fold = np.full(len(index), -1, dtype=np.int64)
+    for k, (_, te) in enumerate(splits):
+        fold[te] = k
+    return fold
+
+
+def _fit_fold(est: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray, fold: np.ndarray,
+              k: int, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        model = fit_grouped(clone(est), X[tr], y[tr], groups[tr])
+    proba = model.predict_proba(X[te])
+    order = [list(model.classes_).index(c) for c in classes]
+    return te, proba[:, order]
+
+
+def run_cell(cfg: StudyConfig, X: np.ndarray, index: pd.DataFrame, fold: np.ndarray,
+             clf_name: str, desc: str) -> pd.DataFrame:
+    """Cross-validated predictions of one classifier on one feature matrix (N, d)."""
+    e = cfg.evaluation
+    est = CLASSIFIERS.get(clf_name)(e.mlp, e.splits.validation_fraction, cfg.seed)
+    y, groups = index["class"].to_numpy(), index["patient_id"].to_numpy()
+    n_folds = int(fold.max()) + 1
+    jobs = (delayed(_fit_fold)(est, X, y, groups, fold, k, cfg.classes) for k in range(n_folds))
+    results = Parallel(n_jobs=e.n_jobs)(
+        tqdm(jobs, total=n_folds, desc=desc, unit="fold", leave=False)
+    )
+    parts = []
+    for k, (te, proba) in enumerate(results):
+        part = pd.DataFrame(proba, columns=[f"prob_{c}" for c in cfg.classes])
+        part.insert(0, "patch", te)
+        part.insert(1, "patient_id", groups[te])
+        part.insert(2, "fold", k)
+        part.insert(3, "y_true", y[te])
+        part.insert(4, "y_pred", np.asarray(cfg.classes)[proba.argmax(axis=1)])
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True).sort_values("patch", ignore_index=True)
+
+
+def cell_metrics(pred: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
+    """Pooled metrics and per-fold metrics of one cell's predictions."""
+    proba = pred[[f"prob_{c}" for c in classes]].to_numpy()
+    pooled = classification_metrics(pred["y_true"].to_numpy(), proba, classes)
+    folds = []
+    for k, g in pred.groupby("fold"):
+        m = classification_metrics(g["y_true"].to_numpy(), proba[g.index], classes)
+        folds.append({"fold": int(str(k)), **m})
+    return {"pooled": pooled, "folds": folds}
+
+
+def run_evaluation(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
+    """Evaluate every (encoder, layer, classifier) cell; returns and writes the metrics table."""
+    _, index = load_patches(run_dir)
+    out = run_dir / "evaluation"
+    fold = make_folds(cfg, index)
+    write_parquet(index.assign(fold=fold)[["patient_id", "class", "fold"]], out / "folds.parquet")
+    e = cfg.evaluation
+    base_fp = {"folds": fingerprint(fold.tolist()), "eval": e.model_dump(), "seed": cfg.seed,
+               "classes": cfg.classes}
+    cells = [(enc.name, layer, clf) for enc in cfg.features.encoders
+             for layer in cfg.features.layers for clf in e.classifiers]
+    rows = []
+    for enc, layer, clf in tqdm(cells, desc="evaluate", unit="cell"):
+        cell_dir = out / enc / layer / clf
+        feat_meta = json.loads((run_dir / "features" / enc / f"{layer}.json").read_text())
+        fp = fingerprint({**base_fp, "features": feat_meta["fingerprint"], "clf": clf})
+        metrics = _cached_metrics(cell_dir, fp)
+        if metrics is None:
+            X = load_features(run_dir, enc, layer)
+            pred = run_cell(cfg, X, index, fold, clf, desc=f"{enc}/{layer}/{clf}")
+            metrics = cell_metrics(pred, cfg.classes)
+            write_parquet(pred, cell_dir / "predictions.parquet")
+            write_json({"fingerprint": fp, **metrics}, cell_dir / "metrics.json")
+        rows.append(_summary_row(enc, layer, clf, metrics))
+    table = pd.DataFrame(rows)
+    write_text(table.to_csv(index=False), out / "metrics.csv")
+    return table
+
+
+def _cached_metrics(cell_dir: Path, fp: str) -> dict[str, Any] | None:
+    path = cell_dir / "metrics.json"
+    if not (path.is_file() and (cell_dir / "predictions.parquet").is_file()):
+        return None
+    try:
+        m: dict[str, Any] = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return m if m.get("fingerprint") == fp else None
+
+
+def _summary_row(enc: str, layer: str, clf: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    pooled = {k: v for k, v in metrics["pooled"].items() if k != "confusion"}
+    ba = [f["balanced_accuracy"] for f in metrics["folds"]]
+    return {"encoder": enc, "layer": layer, "classifier": clf, **pooled,
+            "fold_balanced_accuracy_mean": float(np.mean(ba)),
+            "fold_balanced_accuracy_std": float(np.std(ba, ddof=1)) if len(ba) > 1 else 0.0}
+
+
+def summary_text(table: pd.DataFrame, metric: str = "balanced_accuracy") -> str:
+    """Encoder x layer table of ``metric`` per classifier, as printed by the CLI."""
+    lines = []
+    for clf, g in table.groupby("classifier", sort=False):
+        pivot = g.pivot(index="encoder", columns="layer", values=metric)
+        lines.append(f"{metric} (pooled over folds), classifier = {clf}")
+        lines.append(pivot.to_string(float_format=lambda v: f"{v:.3f}"))
+        lines.append("")
+    return "\n".join(lines)

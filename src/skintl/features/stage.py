@@ -1,0 +1,83 @@
+"""The ``features`` stage: cached pooled features per (encoder, layer).
+
+``features/<encoder>/<layer>.npy`` holds (N, C) float32; the ``.json`` beside it, written last,
+marks it complete and records what it was computed from. A cell is recomputed only when that
+record no longer matches (other patches, weights or input size) or the array is unreadable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from skintl.config import EncoderConfig, StudyConfig
+from skintl.data.stage import fingerprint, load_patches
+from skintl.encoders.backbones import layer_info, load_backbone, sha256_file
+from skintl.features.extract import extract_features
+from skintl.io import write_json, write_npy
+
+log = logging.getLogger(__name__)
+
+
+def _weights_id(enc: EncoderConfig, seed: int) -> str:
+    if enc.weights == "random":
+        return f"random-seed{seed}"
+    if enc.weights == "imagenet":
+        return "torchvision-imagenet1k-v1"
+    return sha256_file(Path(enc.weights))
+
+
+def _is_valid(folder: Path, layer: str, fp: str, shape: tuple[int, int]) -> bool:
+    meta = folder / f"{layer}.json"
+    try:
+        ok = json.loads(meta.read_text()).get("fingerprint") == fp
+        return ok and np.load(folder / f"{layer}.npy", mmap_mode="r").shape == shape
+    except (OSError, ValueError):
+        return False
+
+
+def run_features(cfg: StudyConfig, run_dir: Path, progress: bool = True) -> None:
+    """Extract every configured layer of every encoder, computing only what is missing."""
+    patches, index = load_patches(run_dir)
+    patches_fp = json.loads((run_dir / "patches" / "meta.json").read_text())["fingerprint"]
+    f = cfg.features
+    for enc in f.encoders:
+        folder = run_dir / "features" / enc.name
+        fp = fingerprint(
+            {"patches": patches_fp, "arch": enc.arch, "weights": _weights_id(enc, cfg.seed),
+             "input_size": f.input_size}
+        )
+        info = layer_info(enc.arch)
+        missing = [
+            layer for layer in f.layers
+            if not _is_valid(folder, layer, fp, (len(index), info[layer].channels))
+        ]
+        if not missing:
+            log.info("features of %s up to date", enc.name)
+            continue
+        torch.manual_seed(cfg.seed)  # random-init encoders are reproducible
+        net, provenance = load_backbone(enc.arch, enc.weights)
+        feats = extract_features(
+            net, patches, missing, f.batch_size, f.input_size, progress, desc=f"features {enc.name}"
+        )
+        for layer in missing:
+            write_npy(feats[layer], folder / f"{layer}.npy")
+            meta: dict[str, Any] = {
+                "fingerprint": fp, "encoder": enc.model_dump(), "layer": layer,
+                "shape": list(feats[layer].shape), "provenance": provenance,
+                "input_size": f.input_size,
+            }
+            write_json(meta, folder / f"{layer}.json")
+
+
+def load_features(run_dir: Path, encoder: str, layer: str) -> np.ndarray:
+    """The cached (N, C) features of one (encoder, layer)."""
+    path = run_dir / "features" / encoder / f"{layer}.npy"
+    if not (path.with_suffix(".json")).is_file():
+        raise FileNotFoundError(f"{path}: no features yet; run `skintl features CONFIG` first")
+    return np.load(path)

@@ -1,0 +1,45 @@
+"""Run a whole study, stage by stage, into one run directory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from skintl.config import StudyConfig, dump_config
+from skintl.data.stage import counts_table, load_patches, run_data, run_patches
+from skintl.evaluation.stage import run_evaluation, summary_text
+from skintl.features.stage import run_features
+from skintl.io import write_text
+
+log = logging.getLogger(__name__)
+
+STAGES: dict[str, Callable[[StudyConfig, Path], Any]] = {
+    "data": run_data,
+    "patches": run_patches,
+    "features": run_features,
+    "evaluate": run_evaluation,
+}
+
+
+def prepare_run_dir(cfg: StudyConfig, run_dir: Path) -> Path:
+    """Create the run directory and record the resolved config in it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(dump_config(cfg), run_dir / "config.yaml")
+    return run_dir
+
+
+def run_study(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
+    """All stages in order; finished work in ``run_dir`` is reused. Returns the metrics table."""
+    prepare_run_dir(cfg, run_dir)
+    run_data(cfg, run_dir)
+    run_patches(cfg, run_dir)
+    _, index = load_patches(run_dir)
+    log.info("patches per class and patient:\n%s", counts_table(index, cfg.classes).tail(1))
+    run_features(cfg, run_dir)
+    table = run_evaluation(cfg, run_dir)
+    write_text(summary_text(table), run_dir / "summary.txt")
+    return table
