@@ -124,8 +124,14 @@ def masked_folder_manifest(data: DataConfig, classes: list[str]) -> pd.DataFrame
         mask_path = data.root / rec[data.mask_column]
         _check_pair(image_path, mask_path, data)
         rows.append(
-            {**rec.to_dict(), "image_path": str(image_path), "annotation": str(mask_path),
-             "patient_id": patient, "labels": diagnosis, "source": "masked_folder"}
+            {
+                **rec.to_dict(),
+                "image_path": str(image_path),
+                "annotation": str(mask_path),
+                "patient_id": patient,
+                "labels": diagnosis,
+                "source": "masked_folder",
+            }
         )
     out = pd.DataFrame(rows)
     return out[MANIFEST_COLUMNS + [c for c in out.columns if c not in MANIFEST_COLUMNS]]
@@ -181,8 +187,14 @@ def patch_folders_manifest(data: DataConfig, classes: list[str]) -> pd.DataFrame
         patient, folder = rest
         cls = _patch_class(folder, data, classes, path)
         rows.append(
-            {"image_path": str(path), "annotation": cls, "patient_id": patient, "labels": cls,
-             "source": "patch_folders", "split": split[0].upper() if split else ""}
+            {
+                "image_path": str(path),
+                "annotation": cls,
+                "patient_id": patient,
+                "labels": cls,
+                "source": "patch_folders",
+                "split": split[0].upper() if split else "",
+            }
         )
     if not rows:
         raise DataError(f"{data.root}: no image files found (expected <patient>/<class>/*.png)")
@@ -194,8 +206,13 @@ def synthetic_data_config(data: DataConfig, root: Path) -> DataConfig:
     from skintl.labels import AK, SK
 
     return data.model_copy(
-        update={"source": "masked_folder", "root": root, "mask_mode": "multiclass",
-                "mask_values": data.mask_values or {1: AK, 2: SK}, "label_column": "diagnostic"}
+        update={
+            "source": "masked_folder",
+            "root": root,
+            "mask_mode": "multiclass",
+            "mask_values": data.mask_values or {1: AK, 2: SK},
+            "label_column": "diagnostic",
+        }
     )
 
 

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from skintl.config import StudyConfig
+from skintl.config import DataConfig, StudyConfig
 from skintl.data.patches import (
+    DROPPED_CODE,
     HEALTHY_CODE,
     PatchRule,
     cap_per_class,
@@ -67,22 +68,26 @@ def load_manifest(run_dir: Path) -> pd.DataFrame:
 
 
 def _patches_of_photo(
-    row: pd.Series, cfg: StudyConfig, run_dir: Path, rng: np.random.Generator
+    row: pd.Series, cfg: StudyConfig, data: DataConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, pd.DataFrame]:
-    data = effective_data_config(cfg, run_dir)
     p = cfg.patches
     rule = PatchRule(p.size, p.stride, p.min_lesion_fraction, p.healthy_margin)
     image = read_rgb(Path(row["image_path"]))
     lab = lesion_label_map(read_mask(Path(row["annotation"])), data, row["labels"], cfg.classes)
     codes = label_patches(lab, len(cfg.classes), rule)
-    ys, xs = grid_origins(*lab.shape, p.size, p.stride)
-    gy, gx = np.nonzero(codes != -2)
+    ys, xs = grid_origins(lab.shape[0], lab.shape[1], p.size, p.stride)
+    gy, gx = np.nonzero(codes != DROPPED_CODE)
     names = np.array([HEALTHY if c == HEALTHY_CODE else cfg.classes[c] for c in codes[gy, gx]])
     keep = cap_per_class(names, p.max_per_image_class, rng)
     gy, gx, names = gy[keep], gx[keep], names[keep]
     index = pd.DataFrame(
-        {"patient_id": row["patient_id"], "image": row["image_path"], "class": names,
-         "x": xs[gx], "y": ys[gy]}
+        {
+            "patient_id": row["patient_id"],
+            "image": row["image_path"],
+            "class": names,
+            "x": xs[gx],
+            "y": ys[gy],
+        }
     )
     return cut_patches(image, ys[gy], xs[gx], p.size), index
 
@@ -94,8 +99,13 @@ def _patch_file(row: pd.Series, size: int) -> tuple[np.ndarray, pd.DataFrame]:
     if img.shape[:2] != (size, size):
         img = (resize(img, (size, size), anti_aliasing=True) * 255).round().astype(np.uint8)
     index = pd.DataFrame(
-        {"patient_id": [row["patient_id"]], "image": [row["image_path"]],
-         "class": [row["annotation"]], "x": [0], "y": [0]}
+        {
+            "patient_id": [row["patient_id"]],
+            "image": [row["image_path"]],
+            "class": [row["annotation"]],
+            "x": [0],
+            "y": [0],
+        }
     )
     return img[None], index
 
@@ -105,19 +115,26 @@ def run_patches(cfg: StudyConfig, run_dir: Path) -> tuple[np.ndarray, pd.DataFra
     manifest = load_manifest(run_dir)
     out = run_dir / "patches"
     fp = fingerprint(
-        {"patches": cfg.patches.model_dump(), "classes": cfg.classes, "seed": cfg.seed,
-         "manifest": manifest[["image_path", "annotation", "patient_id", "labels"]].values.tolist()}
+        {
+            "patches": cfg.patches.model_dump(),
+            "classes": cfg.classes,
+            "seed": cfg.seed,
+            "manifest": manifest[
+                ["image_path", "annotation", "patient_id", "labels"]
+            ].values.tolist(),
+        }
     )
     if _stage_done(out / "meta.json", fp):
         log.info("patches up to date in %s", out)
         return load_patches(run_dir)
     rng = np.random.default_rng(cfg.seed)
+    data = effective_data_config(cfg, run_dir)
     arrays, tables = [], []
-    for i, row in tqdm(list(manifest.iterrows()), desc="patches", unit="photo"):
+    for i, (_, row) in enumerate(tqdm(list(manifest.iterrows()), desc="patches", unit="photo")):
         if row["source"] == "patch_folders":
             arr, idx = _patch_file(row, cfg.patches.size)
         else:
-            arr, idx = _patches_of_photo(row, cfg, run_dir, rng)
+            arr, idx = _patches_of_photo(row, cfg, data, rng)
         arrays.append(arr)
         tables.append(idx.assign(image_idx=i))
     patches = np.concatenate(arrays)

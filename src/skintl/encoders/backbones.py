@@ -52,17 +52,26 @@ BACKBONES: Registry[BackboneSpec] = Registry("backbone")
 def _resnet_layers(widths: tuple[int, int, int, int]) -> dict[str, LayerInfo]:
     strides = (4, 8, 16, 32)
     info = {"stem": LayerInfo(64, 4)}
-    info.update({f"layer{i + 1}": LayerInfo(w, s) for i, (w, s) in enumerate(zip(widths, strides))})
+    info.update(
+        {
+            f"layer{i + 1}": LayerInfo(w, s)
+            for i, (w, s) in enumerate(zip(widths, strides, strict=True))
+        }
+    )
     return info
 
 
 BACKBONES.register("resnet18")(
-    BackboneSpec(models.resnet18, _resnet_layers((64, 128, 256, 512)),
-                 models.ResNet18_Weights.IMAGENET1K_V1)
+    BackboneSpec(
+        models.resnet18, _resnet_layers((64, 128, 256, 512)), models.ResNet18_Weights.IMAGENET1K_V1
+    )
 )
 BACKBONES.register("resnet50")(
-    BackboneSpec(models.resnet50, _resnet_layers((256, 512, 1024, 2048)),
-                 models.ResNet50_Weights.IMAGENET1K_V1)
+    BackboneSpec(
+        models.resnet50,
+        _resnet_layers((256, 512, 1024, 2048)),
+        models.ResNet50_Weights.IMAGENET1K_V1,
+    )
 )
 
 
@@ -74,7 +83,7 @@ def layer_info(arch: str) -> dict[str, LayerInfo]:
 def build_backbone(arch: str) -> models.ResNet:
     """A randomly initialised backbone of ``arch`` without its classifier head."""
     net: models.ResNet = BACKBONES.get(arch).factory(weights=None)
-    net.fc = nn.Identity()  # type: ignore[assignment]
+    net.fc = nn.Identity()
     return net
 
 
@@ -132,7 +141,8 @@ def save_encoder_file(
 
 def check_backbone_keys(arch: str, state_dict: dict[str, Any], source: str) -> None:
     """Assert ``state_dict`` has exactly the backbone keys of ``arch``; else a clear error."""
-    expected = set(build_backbone(arch).state_dict())
+    with torch.device("meta"):  # key names only: no memory, no initialisation cost
+        expected = set(build_backbone(arch).state_dict())
     got = set(state_dict)
     missing, unexpected = sorted(expected - got), sorted(got - expected)
     if missing or unexpected:
@@ -178,7 +188,9 @@ def load_backbone(arch: str, weights: str) -> tuple[models.ResNet, dict[str, Any
     else:
         file_arch, sd, prov = read_encoder_file(Path(weights))
         if file_arch != arch:
-            raise WeightsError(f"{weights}: holds a {file_arch} encoder, but the config says {arch}")
+            raise WeightsError(
+                f"{weights}: holds a {file_arch} encoder, but the config says {arch}"
+            )
         check_backbone_keys(arch, sd, source=weights)
         net.load_state_dict(sd, strict=True)
     return net.eval(), prov

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from skimage.color import rgb2hsv, rgb2lab, rgb2yiq
 from skimage.feature import local_binary_pattern
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
@@ -28,11 +29,12 @@ from skintl.registry import Registry
 
 BASELINES: Registry[Callable[..., Pipeline]] = Registry("baseline")
 
-_YIQ = "YIQ"
-# Exact range of each YIQ channel over the RGB cube (the transform is linear, so corners suffice).
-_CORNERS = np.array([[[r, g, b] for r in (0, 1) for g in (0, 1) for b in (0, 1)]], dtype=float)
-_YIQ_CORNERS = rgb2yiq(_CORNERS)[0]  # 8x3
-_YIQ_LOW, _YIQ_HIGH = _YIQ_CORNERS.min(axis=0), _YIQ_CORNERS.max(axis=0)
+_YIQ = ("Y", "I", "Q")
+# rgb2yiq is linear: read its 3x3 matrix off the unit vectors, so that only the requested
+# channels are computed (rgb @ _RGB2YIQ equals rgb2yiq to 1e-15).
+_RGB2YIQ = rgb2yiq(np.eye(3)[None])[0]  # row i: YIQ of unit primary i
+# Exact range of each YIQ channel over the RGB cube: sum of the negative / positive weights.
+_YIQ_LOW, _YIQ_HIGH = np.minimum(_RGB2YIQ, 0).sum(axis=0), np.maximum(_RGB2YIQ, 0).sum(axis=0)
 _BATCH = 512  # patches per vectorised chunk: bounds float64 temporaries to ~100 MB at 100x100
 
 
@@ -137,11 +139,11 @@ class LBPYIQFeatures(TransformerMixin, BaseEstimator):
         return np.concatenate(chunks) if chunks else np.empty((0, self.n_features_out_))
 
     def _transform_chunk(self, X: np.ndarray) -> np.ndarray:
-        yiq = rgb2yiq(X)  # (n, H, W, 3) float
+        rgb = X / 255.0  # (n, H, W, 3), as rgb2yiq scales uint8
         feats = []
         for name in self.channels:
             c = _YIQ.index(name)
-            gray = _to_uint8(yiq[..., c], _YIQ_LOW[c], _YIQ_HIGH[c], self.rescale)
+            gray = _to_uint8(rgb @ _RGB2YIQ[:, c], _YIQ_LOW[c], _YIQ_HIGH[c], self.rescale)
             feats.append(lbp_histograms(gray, self.P, self.R))
         return np.concatenate(feats, axis=1)
 
@@ -187,7 +189,9 @@ class ColourLBPFeatures(TransformerMixin, BaseEstimator):
     def fit(self, X: np.ndarray, y: object = None) -> ColourLBPFeatures:
         """Validate parameters and input; nothing is learned."""
         if self.colour_space not in _SPACES:
-            raise ValueError(f"colour_space must be one of {sorted(_SPACES)}, got {self.colour_space!r}")
+            raise ValueError(
+                f"colour_space must be one of {sorted(_SPACES)}, got {self.colour_space!r}"
+            )
         self.lbp_ = self._lbp().fit(X)
         self.n_colour_features_ = 2 * 3 * (2 + len(self.percentiles))
         self.n_features_out_ = self.n_colour_features_ + self.lbp_.n_features_out_
@@ -202,34 +206,29 @@ class ColourLBPFeatures(TransformerMixin, BaseEstimator):
         return np.concatenate([colour_arr, self.lbp_.transform(X)], axis=1)
 
     def _colour_chunk(self, X: np.ndarray) -> np.ndarray:
-        feats = []
-        for img in (X / 255.0, _SPACES[self.colour_space](X)):
-            flat = img.reshape(len(img), -1, 3)  # (n, H*W, 3)
-            feats += [flat.mean(axis=1), flat.std(axis=1)]
-            pct = np.percentile(flat, list(self.percentiles), axis=1)  # (n_pct, n, 3)
-            feats += list(pct)
-        return np.concatenate(feats, axis=1)
+        rgb = X.astype(np.float32) / 255  # float32 halves the cost of the colour conversion
+        both = np.concatenate([rgb, _SPACES[self.colour_space](rgb)], axis=-1)
+        flat = both.reshape(len(X), -1, 6)  # (n, H*W, 6): R, G, B, then the perceptual space
+        pct = np.percentile(flat, list(self.percentiles), axis=1)  # (n_pct, n, 6)
+        return np.concatenate([flat.mean(axis=1), flat.std(axis=1), *pct], axis=1)
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         stats = ["mean", "std", *[f"p{p:g}" for p in self.percentiles]]
-        names = [
-            f"{space}_{stat}_{c}"
-            for space, chans in (("rgb", "RGB"), (self.colour_space, self.colour_space.upper()))
-            for stat in stats
-            for c in chans
-        ]
+        space = self.colour_space
+        chans = [f"rgb_{{}}_{c}" for c in "RGB"] + [f"{space}_{{}}_{c}" for c in space.upper()]
+        names = [ch.format(stat) for stat in stats for ch in chans]
         return np.array(names + list(self.lbp_.get_feature_names_out()))
 
 
-def _svm(C: float, gamma: float | str, random_state: int) -> SVC:
-    return SVC(
-        kernel="rbf",
-        C=C,
-        gamma=gamma,
-        probability=True,
-        class_weight="balanced",
-        random_state=random_state,
-    )
+def _svm(C: float, gamma: float | str) -> CalibratedClassifierCV:
+    """RBF SVC with Platt-scaled probabilities.
+
+    ``SVC(probability=True)`` is deprecated since scikit-learn 1.9; this is its documented
+    replacement (one SVC on all rows, sigmoid fitted on 5-fold out-of-fold decision values). The
+    internal folds split rows, not patients: only the probability calibration sees that leak.
+    """
+    svc = SVC(kernel="rbf", C=C, gamma=gamma, class_weight="balanced")
+    return CalibratedClassifierCV(svc, method="sigmoid", cv=5, ensemble=False)
 
 
 @BASELINES.register("lbp_yiq_svm")
@@ -240,17 +239,15 @@ def lbp_yiq_svm(
     R: float = 1,
     channels: Sequence[str] = ("Y", "I"),
     rescale: str = "global",
-    random_state: int = 0,
 ) -> Pipeline:
-    """LBP-YIQ histograms -> StandardScaler -> RBF SVC (balanced, with probabilities).
+    """LBP-YIQ histograms -> StandardScaler -> RBF SVC (balanced, Platt probabilities).
 
     Args:
         C, gamma: SVC hyper-parameters.
         P, R, channels, rescale: as in :class:`LBPYIQFeatures`.
-        random_state: seed of the SVC's internal probability calibration.
     """
     features = LBPYIQFeatures(P=P, R=R, channels=channels, rescale=rescale)
-    return make_pipeline(features, StandardScaler(), _svm(C, gamma, random_state))
+    return make_pipeline(features, StandardScaler(), _svm(C, gamma))
 
 
 @BASELINES.register("colour_lbp_svm")
@@ -263,20 +260,22 @@ def colour_lbp_svm(
     rescale: str = "global",
     colour_space: str = "lab",
     percentiles: Sequence[float] = (10, 50, 90),
-    random_state: int = 0,
 ) -> Pipeline:
-    """Colour statistics + LBP-YIQ -> StandardScaler -> RBF SVC (balanced, with probabilities).
+    """Colour statistics + LBP-YIQ -> StandardScaler -> RBF SVC (balanced, Platt probabilities).
 
     Args:
         C, gamma: SVC hyper-parameters.
         P, R, channels, rescale, colour_space, percentiles: as in :class:`ColourLBPFeatures`.
-        random_state: seed of the SVC's internal probability calibration.
     """
     features = ColourLBPFeatures(
-        P=P, R=R, channels=channels, rescale=rescale, colour_space=colour_space,
+        P=P,
+        R=R,
+        channels=channels,
+        rescale=rescale,
+        colour_space=colour_space,
         percentiles=percentiles,
     )
-    return make_pipeline(features, StandardScaler(), _svm(C, gamma, random_state))
+    return make_pipeline(features, StandardScaler(), _svm(C, gamma))
 
 
 class ThesisProtocolMLP(ClassifierMixin, BaseEstimator):
@@ -326,7 +325,9 @@ class ThesisProtocolMLP(ClassifierMixin, BaseEstimator):
         n, d = X.shape
         self.n_features_in_ = d
         self.hidden_units_ = self.hidden_units or round(math.sqrt(3 * d))
-        act: nn.Module = {"relu": nn.ReLU, "tanh": nn.Tanh}[self.activation]()
+        if self.activation not in ("relu", "tanh"):
+            raise ValueError(f"activation must be 'relu' or 'tanh', got {self.activation!r}")
+        act: nn.Module = nn.ReLU() if self.activation == "relu" else nn.Tanh()
         rng = np.random.default_rng(self.seed)
         perm = rng.permutation(n)  # random rows, NOT grouped by patient: the thesis's leak
         n_val = max(1, round(self.val_fraction * n))
@@ -336,10 +337,12 @@ class ThesisProtocolMLP(ClassifierMixin, BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             model = nn.Sequential(
-                nn.Linear(d, self.hidden_units_), act, nn.Linear(self.hidden_units_, len(self.classes_))
+                nn.Linear(d, self.hidden_units_),
+                act,
+                nn.Linear(self.hidden_units_, len(self.classes_)),
             )
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
-        best, best_state = math.inf, None
+        best, best_state, self.best_epoch_ = math.inf, None, -1
         history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
         for epoch in range(self.epochs):
             loss = F.cross_entropy(torch.softmax(model(xt), dim=1), yt)  # softmax twice (bug)

@@ -20,21 +20,21 @@ from sklearn.metrics import log_loss
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.validation import check_is_fitted, check_X_y, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from skintl.config import MLPConfig
+from skintl.config import EvaluationConfig
 from skintl.evaluation.splits import validation_split
 from skintl.registry import Registry
 
 log = logging.getLogger(__name__)
 
-ClassifierFactory = Callable[[MLPConfig, float, int], BaseEstimator]
+ClassifierFactory = Callable[[EvaluationConfig, int], BaseEstimator]
 CLASSIFIERS: Registry[ClassifierFactory] = Registry("classifier")
 
 
 def hidden_units(d: int) -> int:
     """The study's hidden-layer size for ``d`` input features: round(sqrt(3 d))."""
-    return int(round(math.sqrt(3 * d)))
+    return round(math.sqrt(3 * d))
 
 
 class StudyMLP(ClassifierMixin, BaseEstimator):
@@ -68,17 +68,18 @@ class StudyMLP(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> StudyMLP:
         """Fit on (N, d) features; ``groups`` (N,) patient ids are required."""
-        X, y = check_X_y(X, y)
+        X, y = validate_data(self, X, y)
         if groups is None:
             raise ValueError("StudyMLP.fit needs groups= (patient ids) for its validation split")
         self.classes_ = np.unique(y)
-        self.n_features_in_ = X.shape[1]
         fit_idx, val_idx = validation_split(
             np.asarray(groups), self.validation_fraction, self.random_state
         )
         mlp = MLPClassifier(
-            hidden_layer_sizes=(hidden_units(X.shape[1]),), solver="adam",
-            learning_rate_init=self.learning_rate, batch_size=self.batch_size,
+            hidden_layer_sizes=(hidden_units(X.shape[1]),),
+            solver="adam",
+            learning_rate_init=self.learning_rate,
+            batch_size=min(self.batch_size, len(fit_idx)),
             random_state=self.random_state,
         )
         best, best_state, wait, curve = math.inf, None, 0, []
@@ -111,18 +112,26 @@ class StudyMLP(ClassifierMixin, BaseEstimator):
 
 
 @CLASSIFIERS.register("mlp")
-def _mlp(cfg: MLPConfig, validation_fraction: float, seed: int) -> BaseEstimator:
+def _mlp(cfg: EvaluationConfig, seed: int) -> BaseEstimator:
+    m = cfg.mlp
     return make_pipeline(
         StandardScaler(),
-        StudyMLP(cfg.max_epochs, cfg.patience, cfg.batch_size, cfg.learning_rate,
-                 validation_fraction, seed),
+        StudyMLP(
+            m.max_epochs,
+            m.patience,
+            m.batch_size,
+            m.learning_rate,
+            cfg.splits.validation_fraction,
+            seed,
+        ),
     )
 
 
 @CLASSIFIERS.register("logreg")
-def _logreg(cfg: MLPConfig, validation_fraction: float, seed: int) -> BaseEstimator:
-    # multinomial (softmax) logistic regression on standardised features
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+def _logreg(cfg: EvaluationConfig, seed: int) -> BaseEstimator:
+    # multinomial (softmax) logistic regression on standardised features; L2 strength C
+    lr = LogisticRegression(C=cfg.logreg.C, max_iter=cfg.logreg.max_iter, random_state=seed)
+    return make_pipeline(StandardScaler(), lr)
 
 
 def fit_grouped(est: BaseEstimator, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Any:

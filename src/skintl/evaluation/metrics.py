@@ -31,7 +31,7 @@ def classification_metrics(
     y_pred = np.asarray(classes)[proba.argmax(axis=1)]
     cm = confusion_matrix(y_true, y_pred, labels=classes)
     out: dict[str, Any] = {
-        "n": int(len(y_true)),
+        "n": len(y_true),
         "accuracy": accuracy_score(y_true, y_pred),
         "balanced_accuracy": balanced_accuracy_score(y_true, y_pred),
         "macro_f1": f1_score(y_true, y_pred, labels=classes, average="macro", zero_division=0),
@@ -50,4 +50,3 @@ def classification_metrics(
         aucs.append(auc)
     out["auc_macro"] = float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan")
     return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in out.items()}
-

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 from sklearn.base import clone
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from skintl.config import StudyConfig
@@ -44,22 +45,32 @@ def make_folds(cfg: StudyConfig, index: pd.DataFrame) -> np.ndarray:
     return fold
 
 
-def _fit_fold(est: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray, fold: np.ndarray,
-              k: int, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _fit_fold(
+    est: Any,
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    fold: np.ndarray,
+    k: int,
+    classes: list[str],
+) -> tuple[np.ndarray, np.ndarray]:
     tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-    with warnings.catch_warnings():
+    # one BLAS thread per fold: folds run in parallel, and oversubscribed BLAS threads are
+    # several times slower on small matrices than one thread
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore", category=UserWarning)
         model = fit_grouped(clone(est), X[tr], y[tr], groups[tr])
-    proba = model.predict_proba(X[te])
+        proba = model.predict_proba(X[te])
     order = [list(model.classes_).index(c) for c in classes]
     return te, proba[:, order]
 
 
-def run_cell(cfg: StudyConfig, X: np.ndarray, index: pd.DataFrame, fold: np.ndarray,
-             clf_name: str, desc: str) -> pd.DataFrame:
+def run_cell(
+    cfg: StudyConfig, X: np.ndarray, index: pd.DataFrame, fold: np.ndarray, clf_name: str, desc: str
+) -> pd.DataFrame:
     """Cross-validated predictions of one classifier on one feature matrix (N, d)."""
     e = cfg.evaluation
-    est = CLASSIFIERS.get(clf_name)(e.mlp, e.splits.validation_fraction, cfg.seed)
+    est = CLASSIFIERS.get(clf_name)(e, cfg.seed)
     y, groups = index["class"].to_numpy(), index["patient_id"].to_numpy()
     n_folds = int(fold.max()) + 1
     jobs = (delayed(_fit_fold)(est, X, y, groups, fold, k, cfg.classes) for k in range(n_folds))
@@ -96,10 +107,18 @@ def run_evaluation(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
     fold = make_folds(cfg, index)
     write_parquet(index.assign(fold=fold)[["patient_id", "class", "fold"]], out / "folds.parquet")
     e = cfg.evaluation
-    base_fp = {"folds": fingerprint(fold.tolist()), "eval": e.model_dump(), "seed": cfg.seed,
-               "classes": cfg.classes}
-    cells = [(enc.name, layer, clf) for enc in cfg.features.encoders
-             for layer in cfg.features.layers for clf in e.classifiers]
+    base_fp = {
+        "folds": fingerprint(fold.tolist()),
+        "eval": e.model_dump(),
+        "seed": cfg.seed,
+        "classes": cfg.classes,
+    }
+    cells = [
+        (enc.name, layer, clf)
+        for enc in cfg.features.encoders
+        for layer in cfg.features.layers
+        for clf in e.classifiers
+    ]
     rows = []
     for enc, layer, clf in tqdm(cells, desc="evaluate", unit="cell"):
         cell_dir = out / enc / layer / clf
@@ -132,9 +151,14 @@ def _cached_metrics(cell_dir: Path, fp: str) -> dict[str, Any] | None:
 def _summary_row(enc: str, layer: str, clf: str, metrics: dict[str, Any]) -> dict[str, Any]:
     pooled = {k: v for k, v in metrics["pooled"].items() if k != "confusion"}
     ba = [f["balanced_accuracy"] for f in metrics["folds"]]
-    return {"encoder": enc, "layer": layer, "classifier": clf, **pooled,
-            "fold_balanced_accuracy_mean": float(np.mean(ba)),
-            "fold_balanced_accuracy_std": float(np.std(ba, ddof=1)) if len(ba) > 1 else 0.0}
+    return {
+        "encoder": enc,
+        "layer": layer,
+        "classifier": clf,
+        **pooled,
+        "fold_balanced_accuracy_mean": float(np.mean(ba)),
+        "fold_balanced_accuracy_std": float(np.std(ba, ddof=1)) if len(ba) > 1 else 0.0,
+    }
 
 
 def summary_text(table: pd.DataFrame, metric: str = "balanced_accuracy") -> str:

@@ -29,9 +29,6 @@ log = logging.getLogger(__name__)
 PROB_PREFIX = "prob_"
 
 
-# --------------------------------------------------------------------------- bootstrap
-
-
 @runtime_checkable
 class WeightedMetric(Protocol):
     """A metric on a predictions table that can also score row-weighted copies of it fast.
@@ -162,9 +159,6 @@ def bootstrap_ci(
     return float(metric_fn(df)), float(low), float(high)
 
 
-# --------------------------------------------------------------------------- paired tests
-
-
 @dataclass(frozen=True)
 class PairedResult:
     """Wilcoxon signed-rank test of two configurations over the same blocks."""
@@ -208,11 +202,29 @@ class FriedmanResult:
     statistic: float
     p_value: float
     mean_ranks: pd.Series  # configuration -> mean rank, best (1) first
+    medians: pd.Series  # configuration -> median score over blocks, in mean-rank order
     pairwise: pd.DataFrame  # a, b, median_diff, statistic, p, p_holm, significant
     n_blocks: int
     alpha: float
     critical_difference: float  # Nemenyi CD on the mean-rank scale
-    summary: str
+
+    @property
+    def summary(self) -> str:
+        """Compact ranked summary: test line, one line per configuration, significant pairs."""
+        lines = [
+            f"Friedman chi2={self.statistic:.3f}, p={self.p_value:.3g} "
+            f"({len(self.mean_ranks)} configurations, {self.n_blocks} blocks); "
+            f"Nemenyi CD={self.critical_difference:.3f} at alpha={self.alpha:g}",
+            f"{'rank':>4}  {'mean rank':>9}  {'median':>8}  configuration",
+        ]
+        rows = zip(self.mean_ranks.items(), self.medians, strict=True)
+        for i, ((name, rank), median) in enumerate(rows, 1):
+            lines.append(f"{i:>4}  {rank:>9.2f}  {median:>8.4f}  {name}")
+        sig = self.pairwise[self.pairwise["significant"]]
+        lines.append(f"Holm-Wilcoxon significant pairs (better > worse): {len(sig)}")
+        for a, b, p in sig[["a", "b", "p_holm"]].itertuples(index=False):
+            lines.append(f"  {a} > {b} (p_holm={p:.3g})")
+        return "\n".join(lines)
 
 
 def _check_scores(scores: pd.DataFrame) -> pd.DataFrame:
@@ -273,34 +285,24 @@ def friedman_posthoc(
         else:
             res = stats.wilcoxon(scores[a], scores[b], zero_method=zero_method)
             stat, p = float(res.statistic), float(res.pvalue)
-        rows.append({"a": a, "b": b, "median_diff": float(diff.median()), "statistic": stat, "p": p})
+        rows.append(
+            {"a": a, "b": b, "median_diff": float(diff.median()), "statistic": stat, "p": p}
+        )
     pairwise = pd.DataFrame(rows)
     reject, p_holm, _, _ = multipletests(pairwise["p"], alpha=alpha, method="holm")
     pairwise["p_holm"], pairwise["significant"] = p_holm, reject
     cd = nemenyi_cd(scores.shape[1], len(scores), alpha)
-    result = FriedmanResult(
-        float(fried.statistic), float(fried.pvalue), mean_ranks, pairwise, len(scores), alpha, cd, ""
+    medians = scores.median()[mean_ranks.index]
+    return FriedmanResult(
+        float(fried.statistic),
+        float(fried.pvalue),
+        mean_ranks,
+        medians,
+        pairwise,
+        len(scores),
+        alpha,
+        cd,
     )
-    object.__setattr__(result, "summary", _summary(result, scores))
-    return result
-
-
-def _summary(r: FriedmanResult, scores: pd.DataFrame) -> str:
-    lines = [
-        f"Friedman chi2={r.statistic:.3f}, p={r.p_value:.3g} "
-        f"({len(r.mean_ranks)} configurations, {r.n_blocks} blocks); "
-        f"Nemenyi CD={r.critical_difference:.3f} at alpha={r.alpha:g}",
-        f"{'rank':>4}  {'mean rank':>9}  {'median':>8}  configuration",
-    ]
-    for i, (name, rank) in enumerate(r.mean_ranks.items(), 1):
-        lines.append(f"{i:>4}  {rank:>9.2f}  {scores[name].median():>8.4f}  {name}")
-    sig = r.pairwise[r.pairwise["significant"]]
-    pairs = [f"{a} > {b} (p_holm={p:.3g})" for a, b, p in zip(sig.a, sig.b, sig.p_holm, strict=True)]
-    lines.append("Holm-Wilcoxon significant: " + ("; ".join(pairs) if pairs else "none"))
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- layer effect
 
 
 def layer_effect(
@@ -336,10 +338,13 @@ def layer_effect(
         table = table[list(dict.fromkeys(sub[layer_col]))]  # keep the layers' given order
         complete = table.dropna()
         if len(complete) < len(table):
-            log.warning("%s: dropping %d blocks missing a layer", encoder, len(table) - len(complete))
+            log.warning(
+                "%s: dropping %d blocks missing a layer", encoder, len(table) - len(complete)
+            )
         means = complete.mean()
         best = means.idxmax() if higher_is_better else means.idxmin()
-        row = {"encoder": encoder, "best_layer": best, "best_mean": float(means[best])}
+        row: dict[str, object] = {"encoder": encoder, "best_layer": best}
+        row |= {"best_mean": float(means.max() if higher_is_better else means.min())}
         row |= {"n_layers": table.shape[1], "n_blocks": len(complete)}
         row |= {"test": "none", "statistic": math.nan, "p": math.nan, "mean_ranks": None}
         if table.shape[1] >= 3:
@@ -353,14 +358,16 @@ def layer_effect(
     return pd.DataFrame(out)
 
 
-# --------------------------------------------------------------------------- CD diagram
-
-
 def _cliques(result: FriedmanResult) -> list[tuple[int, int]]:
     """Maximal runs ``(i, j)`` of rank-ordered configurations with no significant pair."""
     names = list(result.mean_ranks.index)
-    sig = {frozenset((a, b)) for a, b in result.pairwise.loc[result.pairwise.significant, ["a", "b"]].itertuples(index=False)}
-    runs = []
+    sig = {
+        frozenset((a, b))
+        for a, b in result.pairwise.loc[result.pairwise.significant, ["a", "b"]].itertuples(
+            index=False
+        )
+    }
+    runs: list[tuple[int, int]] = []
     for i in range(len(names)):
         j = i
         while j + 1 < len(names) and all(

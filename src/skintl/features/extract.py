@@ -56,8 +56,9 @@ def preprocess(batch: np.ndarray, input_size: int | None = None) -> torch.Tensor
     """
     x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)
     if input_size is not None and input_size != x.shape[-1]:
-        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", antialias=True,
-                          align_corners=False)
+        x = F.interpolate(
+            x, size=(input_size, input_size), mode="bilinear", antialias=True, align_corners=False
+        )
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
@@ -85,7 +86,7 @@ def extract_features(
     Returns:
         {layer: (N, C_layer) float32}.
     """
-    taps = LayerTaps(net.eval(), layers).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    taps = LayerTaps(net.eval(), layers).to(memory_format=torch.channels_last)
     out: dict[str, list[np.ndarray]] = {layer: [] for layer in taps.layers}
     starts = range(0, len(patches), batch_size)
     for s in tqdm(starts, desc=desc, unit="batch", disable=not progress):

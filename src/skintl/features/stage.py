@@ -49,12 +49,17 @@ def run_features(cfg: StudyConfig, run_dir: Path, progress: bool = True) -> None
     for enc in f.encoders:
         folder = run_dir / "features" / enc.name
         fp = fingerprint(
-            {"patches": patches_fp, "arch": enc.arch, "weights": _weights_id(enc, cfg.seed),
-             "input_size": f.input_size}
+            {
+                "patches": patches_fp,
+                "arch": enc.arch,
+                "weights": _weights_id(enc, cfg.seed),
+                "input_size": f.input_size,
+            }
         )
         info = layer_info(enc.arch)
         missing = [
-            layer for layer in f.layers
+            layer
+            for layer in f.layers
             if not _is_valid(folder, layer, fp, (len(index), info[layer].channels))
         ]
         if not missing:
@@ -68,8 +73,11 @@ def run_features(cfg: StudyConfig, run_dir: Path, progress: bool = True) -> None
         for layer in missing:
             write_npy(feats[layer], folder / f"{layer}.npy")
             meta: dict[str, Any] = {
-                "fingerprint": fp, "encoder": enc.model_dump(), "layer": layer,
-                "shape": list(feats[layer].shape), "provenance": provenance,
+                "fingerprint": fp,
+                "encoder": enc.model_dump(),
+                "layer": layer,
+                "shape": list(feats[layer].shape),
+                "provenance": provenance,
                 "input_size": f.input_size,
             }
             write_json(meta, folder / f"{layer}.json")

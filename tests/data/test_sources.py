@@ -1,0 +1,90 @@
+"""Data sources: the real PAD-UFES folder as it is, patch folders, synthetic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SHARED_PAD
+from skintl.config import parse_config
+from skintl.data.sources import (
+    DataError,
+    lesion_label_map,
+    masked_folder_manifest,
+    patch_folders_manifest,
+    read_mask,
+)
+
+needs_pad = pytest.mark.skipif(
+    not (SHARED_PAD / "metadata.csv").is_file(),
+    reason=f"real-data test: PAD-UFES-20 masked subset not found at {SHARED_PAD}",
+)
+
+
+def _pad_config() -> dict:
+    return {
+        "data": {
+            "source": "masked_folder",
+            "root": str(SHARED_PAD),
+            "include": {"diagnostic": ["ACK", "SEK"]},
+            "mask_mode": "binary",
+            "diagnosis_to_class": {"ACK": "AK", "SEK": "SK"},
+        },
+        "features": {"encoders": [{"name": "r18", "arch": "resnet18"}]},
+    }
+
+
+@needs_pad
+def test_real_pad_ufes_loader() -> None:
+    cfg = parse_config(_pad_config())
+    manifest = masked_folder_manifest(cfg.data, cfg.classes)
+    assert len(manifest) == 137 + 136  # ACK + SEK photos (the dataset README)
+    assert set(manifest["labels"]) == {"ACK", "SEK"}
+    assert manifest["patient_id"].str.startswith("PAT_").all()
+    row = manifest.iloc[0]
+    lab = lesion_label_map(read_mask(Path(row["annotation"])), cfg.data, row["labels"], cfg.classes)
+    expected = cfg.classes.index("AK" if row["labels"] == "ACK" else "SK")
+    assert set(np.unique(lab)) == {-1, expected}
+    assert abs((lab >= 0).mean() - float(row["mask_fraction"])) < 0.01
+
+
+def _write_patch(path: Path, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((50, 50, 3), value, np.uint8)).save(path)
+
+
+def test_patch_folders_with_aliases_and_split_levels(tmp_path: Path) -> None:
+    _write_patch(tmp_path / "P01" / "TRAIN" / "AK" / "a.png", 10)
+    _write_patch(tmp_path / "P01" / "TEST" / "NORM" / "b.png", 20)
+    _write_patch(tmp_path / "P02" / "SBL" / "c.png", 30)
+    cfg = parse_config(
+        {
+            "data": {
+                "source": "patch_folders",
+                "root": str(tmp_path),
+                "class_aliases": {"NORM": "healthy", "SBL": "SK"},
+            },
+            "features": {"encoders": [{"name": "r18", "arch": "resnet18"}]},
+        }
+    )
+    m = patch_folders_manifest(cfg.data, cfg.classes)
+    assert m[["patient_id", "annotation", "split"]].values.tolist() == [
+        ["P01", "healthy", "TEST"],
+        ["P01", "AK", "TRAIN"],
+        ["P02", "SK", ""],
+    ]
+
+
+def test_patch_folders_unknown_class_folder(tmp_path: Path) -> None:
+    _write_patch(tmp_path / "P01" / "BCC" / "a.png", 10)
+    cfg = parse_config(
+        {
+            "data": {"source": "patch_folders", "root": str(tmp_path)},
+            "features": {"encoders": [{"name": "r18", "arch": "resnet18"}]},
+        }
+    )
+    with pytest.raises(DataError, match=r"class folder 'BCC'.*class_aliases"):
+        patch_folders_manifest(cfg.data, cfg.classes)

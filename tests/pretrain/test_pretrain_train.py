@@ -1,0 +1,130 @@
+"""pretrain(): Lightning runs end to end on CPU, resume, the CLI helpers and 2-process DDP."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from skintl.encoders.backbones import load_backbone, read_encoder_file
+from skintl.pretrain import pretrain
+from skintl.pretrain.augment import AugmentConfig
+from skintl.pretrain.cli import add_arguments, method_kwargs, run_from_args
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::UserWarning", "ignore::DeprecationWarning", "ignore::FutureWarning"
+)
+TINY: dict[str, Any] = dict(
+    arch="resnet18", max_epochs=1, batch_size=8, accelerator="cpu", devices=1,
+    num_workers=0, progress_bar=False, augment=AugmentConfig(size=32),
+)  # fmt: skip
+MOCO = {"queue_size": 16}
+
+
+class CountBatches(L.Callback):
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.batches += 1
+
+
+def _metrics(out_dir: Path) -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = []
+    for f in sorted((out_dir / "logs" / "csv").glob("version_*/metrics.csv")):
+        rows += list(csv.DictReader(f.open()))
+    return rows
+
+
+@pytest.mark.parametrize("method", ["supervised", "simclr", "moco"])
+def test_pretrain_writes_a_loadable_encoder(method, images, labels, groups, tmp_path) -> None:
+    kwargs = MOCO if method == "moco" else {}
+    path = pretrain(images, labels, groups, method=method, out_dir=tmp_path, **TINY, **kwargs)
+    assert path == tmp_path / "encoder.pt"
+    arch, sd, prov = read_encoder_file(path)
+    assert arch == "resnet18" and prov["method"] == method and prov["images"] == len(images)
+    assert prov["same_group_positives"] is (method != "supervised")
+    assert prov["lr"] == pytest.approx(
+        {"supervised": 0.1, "simclr": 0.3, "moco": 0.03}[method] * 8 / 256
+    )
+    load_backbone("resnet18", str(path))  # strict load: exactly the backbone keys
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert list((tmp_path / "logs" / "tensorboard").glob("version_0/events.out.tfevents.*"))
+    losses = [float(r["train/loss_epoch"]) for r in _metrics(tmp_path) if r.get("train/loss_epoch")]
+    assert len(losses) == 1 and np.isfinite(losses[0])
+    # the backbone was trained: it differs from the same seed's initial weights
+    torch.manual_seed(0)
+    L.seed_everything(0)
+    from skintl.pretrain import METHODS
+
+    init = METHODS.get(method)("resnet18", num_classes=3, **kwargs).backbone.state_dict()
+    assert not torch.equal(init["conv1.weight"], sd["conv1.weight"])
+
+
+def test_resume_continues_from_last_checkpoint(images, tmp_path) -> None:
+    first = CountBatches()
+    pretrain(images, method="simclr", out_dir=tmp_path, callbacks=[first], **TINY)
+    assert first.batches == 4  # 32 images / batch 8
+    second = CountBatches()
+    path = pretrain(images, method="simclr", out_dir=tmp_path, callbacks=[second],
+                    **{**TINY, "max_epochs": 2})  # fmt: skip
+    assert second.batches == 4  # only the second epoch ran
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu",
+                      weights_only=False)  # fmt: skip
+    assert ckpt["epoch"] == 2 and ckpt["global_step"] == 8  # epochs done, steps done
+    _, _, prov = read_encoder_file(path)
+    assert prov["epochs"] == 2 and prov["resumed_from"].endswith("last.ckpt")
+    assert [r["epoch"] for r in _metrics(tmp_path) if r.get("train/loss_epoch")] == ["0", "1"]
+    with pytest.raises(FileExistsError, match="resume=True"):
+        pretrain(images, method="simclr", out_dir=tmp_path, resume=False, **TINY)
+
+
+def test_cli_helpers_run_pretraining(images, groups, tmp_path) -> None:
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    argv = ["--method", "moco", "--out-dir", str(tmp_path), "--epochs", "1", "--batch-size", "8",
+            "--accelerator", "cpu", "--devices", "1", "--num-workers", "0", "--crop-size", "32",
+            "--queue-size", "16", "--temperature", "0.3", "--no-progress-bar"]  # fmt: skip
+    args = p.parse_args(argv)
+    assert method_kwargs(args) == {"queue_size": 16, "temperature": 0.3}
+    _, _, prov = read_encoder_file(run_from_args(args, images, None, groups))
+    assert prov["queue_size"] == 16 and prov["temperature"] == 0.3
+    bad = p.parse_args([*argv[:4], "--method", "simclr", "--queue-size", "8"])
+    with pytest.raises(ValueError, match="does not take --queue-size"):
+        method_kwargs(bad)
+    with pytest.raises(SystemExit):
+        p.parse_args(["--method", "byol", "--out-dir", "x"])
+
+
+DDP_RUNS = [
+    pytest.param("simclr", "ddp_fork", id="simclr-ddp_fork"),
+    pytest.param("moco", "ddp_fork", id="moco-ddp_fork"),
+    # the same DDP strategy and launcher with fresh interpreters: ~25 s here, so opt-in
+    pytest.param("simclr", "ddp_spawn", id="simclr-ddp_spawn", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize(("method", "strategy"), DDP_RUNS)
+def test_ddp_two_processes_on_cpu(method: str, strategy: str, images, tmp_path) -> None:
+    kwargs = {"queue_size": 64} if method == "moco" else {}
+    tiny = {**TINY, "batch_size": 4, "devices": 2, "strategy": strategy}  # gloo on CPU
+    path = pretrain(images, method=method, out_dir=tmp_path, **tiny, **kwargs)
+    _, sd, prov = read_encoder_file(path)
+    assert prov["world_size"] == 2 and prov["global_batch_size"] == 8
+    # each step gathered both processes' batches: 2 x 4 embeddings
+    rows = [r for r in _metrics(tmp_path) if r.get("train/global_batch")]
+    assert [float(r["train/global_batch"]) for r in rows] == [8.0]
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu",
+                      weights_only=False)  # fmt: skip
+    assert ckpt["global_step"] == 4  # 32 images / (2 processes x 4)
+    # the encoder file holds the trained weights that came back from rank 0
+    prefix = "encoder_q.backbone." if method == "moco" else "backbone."
+    assert torch.equal(sd["conv1.weight"], ckpt["state_dict"][prefix + "conv1.weight"])
+    if method == "moco":  # 4 steps x 8 gathered keys were enqueued (4 x 4 without the gather)
+        assert int(ckpt["state_dict"]["queue_ptr"]) == 32
