@@ -98,3 +98,22 @@ def test_console_script_help() -> None:
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
     for cmd in ["demo", "study", "data", "patches", "features", "evaluate"]:
         assert cmd in out
+
+
+def test_weights_import_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import torch
+    from torchvision.models import resnet18
+
+    from skintl.encoders.backbones import load_backbone
+
+    src = tmp_path / "resnet18-tv.pth"
+    torch.save(resnet18(weights=None).state_dict(), src)
+    out = tmp_path / "enc.pt"
+    assert main(["weights", "import", str(src), "--format", "torchvision", "-o", str(out)]) == 0
+    assert "resnet18 backbone" in capsys.readouterr().out
+    _, prov = load_backbone("resnet18", str(out))
+    assert prov["format"] == "torchvision" and prov["source_file"] == src.name
+    # a torchvision file given as a MoCo checkpoint: one clear message, no traceback
+    assert main(["weights", "import", str(src), "--format", "moco", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "skintl: error:" in err and "Traceback" not in err and src.name in err

@@ -72,6 +72,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_weights_import(args: argparse.Namespace) -> int:
+    from skintl.encoders.importers import import_checkpoint
+
+    prov = import_checkpoint(args.format, Path(args.file), Path(args.output), args.arch, args.trust)
+    print(f"wrote {args.output}: {prov['arch']} backbone, method {prov['method']}, "
+          f"from {prov['source_file']} (sha256 {prov['sha256'][:12]}...)")
+    return 0
+
+
+def _add_weights(sub: argparse._SubParsersAction) -> None:
+    from skintl.encoders.importers import IMPORTERS
+
+    w = sub.add_parser("weights", help="manage encoder weights")
+    wsub = w.add_subparsers(dest="weights_command", required=True)
+    imp = wsub.add_parser(
+        "import", help="convert a published checkpoint into a skintl encoder file"
+    )
+    imp.add_argument("file", help="checkpoint to convert")
+    imp.add_argument("--format", required=True, choices=IMPORTERS.names())
+    imp.add_argument("-o", "--output", required=True, help="skintl encoder file to write")
+    imp.add_argument("--arch", help="resnet18 or resnet50 (default: inferred from the tensors)")
+    imp.add_argument(
+        "--trust", action="store_true",
+        help="allow full unpickling for files that need it (only for files you trust)",
+    )
+    imp.set_defaults(func=cmd_weights_import)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="skintl",
@@ -97,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("config", help="YAML study config")
         sp.add_argument("--run-dir", help="output folder (default runs/<config name>)")
         sp.set_defaults(func=cmd_stage)
+    _add_weights(sub)
     return p
 
 

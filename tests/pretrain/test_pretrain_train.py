@@ -128,3 +128,58 @@ def test_ddp_two_processes_on_cpu(method: str, strategy: str, images, tmp_path) 
     assert torch.equal(sd["conv1.weight"], ckpt["state_dict"][prefix + "conv1.weight"])
     if method == "moco":  # 4 steps x 8 gathered keys were enqueued (4 x 4 without the gather)
         assert int(ckpt["state_dict"]["queue_ptr"]) == 32
+
+
+class _FixedViews(torch.utils.data.Dataset):
+    """8 fixed pairs of (3, 4, 4) views."""
+
+    def __init__(self) -> None:
+        g = torch.Generator().manual_seed(1)
+        self.x1, self.x2 = (
+            torch.randn(8, 3, 4, 4, generator=g),
+            torch.randn(8, 3, 4, 4, generator=g),
+        )
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"views": [self.x1[i], self.x2[i]], "label": 0}
+
+
+def _tiny_method(method: str) -> L.LightningModule:
+    # no BatchNorm, so a split batch computes exactly what the whole batch does
+    from skintl.pretrain.heads import MLPHead
+    from skintl.pretrain.moco import MoCo
+    from skintl.pretrain.simclr import SimCLR
+
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 16), torch.nn.ReLU())
+    head = MLPHead(16, 16, 8, batch_norm=False)
+    if method == "moco":
+        return MoCo(backbone, head, dim=8, K=32, m=0.9, T=0.5, lr=0.5, weight_decay=0.0)
+    return SimCLR(backbone, head, temperature=0.5, lr=0.5, weight_decay=0.0)
+
+
+def _one_step(model: L.LightningModule, devices: int, strategy: str) -> None:
+    trainer = L.Trainer(
+        accelerator="cpu", devices=devices, strategy=strategy, max_steps=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    loader = torch.utils.data.DataLoader(_FixedViews(), batch_size=8 // devices, shuffle=False)
+    trainer.fit(model, loader)
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco"])
+def test_ddp_step_equals_the_single_process_step_on_the_global_batch(method: str) -> None:
+    # 2 processes x 4 samples must take the same SGD step as 1 process x 8 samples: SimCLR via
+    # all_gather(sync_grads=True) + DDP's gradient average, MoCo via DDP's average of local losses
+    start = [p.detach().clone() for p in _tiny_method(method).parameters()]
+    single, ddp = _tiny_method(method), _tiny_method(method)
+    _one_step(single, 1, "auto")
+    _one_step(ddp, 2, "ddp_fork")
+    for p0, p1, p2 in zip(start, single.parameters(), ddp.parameters(), strict=True):
+        assert not torch.equal(p0, p1) or not p1.requires_grad
+        torch.testing.assert_close(p2, p1, rtol=0, atol=1e-6)  # float32 summation order
+    if method == "moco":
+        assert int(ddp.queue_ptr) == int(single.queue_ptr) == 8

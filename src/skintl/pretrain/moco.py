@@ -82,7 +82,7 @@ class MoCo(L.LightningModule):
         for param_q, param_k in zip(
             self.encoder_q.parameters(), self.encoder_k.parameters(), strict=True
         ):
-            param_k.mul_(1.0 - self.m).add_(param_q.detach(), alpha=self.m)
+            param_k.mul_(self.m).add_(param_q.detach(), alpha=1.0 - self.m)
 
     @torch.no_grad()
     def dequeue_and_enqueue(self, keys: Tensor) -> None:
