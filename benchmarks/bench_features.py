@@ -80,16 +80,18 @@ def main() -> None:
     )
     gflop = pass_flops(net, args.size) * args.n / 1e9
     peak = matmul_gflops()
-    print(f"{args.arch}, {args.n} patches {args.size}x{args.size}, batch {args.batch}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(
+        f"{args.arch}, {args.n} patches {args.size}x{args.size}, batch {args.batch}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
     print(f"{'method':<42}{'patches/s':>10}{'GFLOP/s':>10}")
-    print(f"{'naive: one fp32 eager pass per layer':<42}{args.n / t_naive:>10.1f}"
-          f"{'':>10}")
-    print(f"{'skintl: one pass, channels_last':<42}{args.n / t_fast:>10.1f}"
-          f"{gflop / t_fast:>10.1f}")
+    print(f"{'naive: one fp32 eager pass per layer':<42}{args.n / t_naive:>10.1f}{'':>10}")
+    print(f"{'skintl: one pass, channels_last':<42}{args.n / t_fast:>10.1f}{gflop / t_fast:>10.1f}")
     print(f"{'fp32 matmul 2048x2048 (reference peak)':<42}{'':>10}{peak:>10.1f}")
-    print(f"speed-up over naive: {t_naive / t_fast:.2f}x; "
-          f"share of matmul peak: {gflop / t_fast / peak:.0%}")
+    print(
+        f"speed-up over naive: {t_naive / t_fast:.2f}x; "
+        f"share of matmul peak: {gflop / t_fast / peak:.0%}"
+    )
     for layer in LAYERS:
         err = np.linalg.norm(got[layer] - ref[layer]) / np.linalg.norm(ref[layer])
         print(f"  {layer}: relative error vs naive {err:.2e}")

@@ -8,6 +8,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+
 from skintl.config import ConfigError, StudyConfig, load_config, parse_config
 
 log = logging.getLogger("skintl")
@@ -76,9 +78,54 @@ def cmd_weights_import(args: argparse.Namespace) -> int:
     from skintl.encoders.importers import import_checkpoint
 
     prov = import_checkpoint(args.format, Path(args.file), Path(args.output), args.arch, args.trust)
-    print(f"wrote {args.output}: {prov['arch']} backbone, method {prov['method']}, "
-          f"from {prov['source_file']} (sha256 {prov['sha256'][:12]}...)")
+    print(
+        f"wrote {args.output}: {prov['arch']} backbone, method {prov['method']}, "
+        f"from {prov['source_file']} (sha256 {prov['sha256'][:12]}...)"
+    )
     return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from skintl.pretrain.cli import run_from_args
+    from skintl.pretrain.source import load_source
+
+    cfg = load_config(args.config)
+    images, labels, groups, names = load_source(
+        cfg, args.out_dir, args.input, args.image_size, args.positives
+    )
+    log.info(
+        "source set: %d %s of %s",
+        len(images),
+        args.input,
+        dict(zip(*np.unique(np.asarray(names)[labels], return_counts=True), strict=True)),
+    )
+    path = run_from_args(args, images, labels, groups)
+    print(f"wrote {path}")
+    return 0
+
+
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    from skintl.pretrain.cli import add_arguments
+
+    p = sub.add_parser(
+        "pretrain", help="pre-train a backbone (supervised, SimCLR, MoCo v2) on a source set"
+    )
+    p.add_argument("config", help="study config whose data/patches sections give the source set")
+    p.add_argument(
+        "--input",
+        choices=["patches", "images"],
+        default="patches",
+        help="train on the config's labelled patches or on whole photos",
+    )
+    p.add_argument("--image-size", type=int, default=128, help="photo size for --input images")
+    p.add_argument(
+        "--positives",
+        choices=["none", "lesion", "patient"],
+        default="none",
+        help="contrastive positives also from other patches of one lesion / patient",
+    )
+    add_arguments(p)
+    p.set_defaults(func=cmd_pretrain)
 
 
 def _add_weights(sub: argparse._SubParsersAction) -> None:
@@ -94,7 +141,8 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("-o", "--output", required=True, help="skintl encoder file to write")
     imp.add_argument("--arch", help="resnet18 or resnet50 (default: inferred from the tensors)")
     imp.add_argument(
-        "--trust", action="store_true",
+        "--trust",
+        action="store_true",
         help="allow full unpickling for files that need it (only for files you trust)",
     )
     imp.set_defaults(func=cmd_weights_import)
@@ -126,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--run-dir", help="output folder (default runs/<config name>)")
         sp.set_defaults(func=cmd_stage)
     _add_weights(sub)
+    _add_pretrain(sub)
     return p
 
 

@@ -127,12 +127,37 @@ class EvaluationConfig(_Strict):
     n_jobs: int = -1
 
 
+class PretrainRunConfig(_Strict):
+    """One pre-training run of the study; encoders use it as ``weights: pretrain:<name>``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    method: Literal["supervised", "simclr", "moco"]
+    arch: str = "resnet18"
+    #: study config whose data and patches sections give the source set (relative to this file)
+    source: Path
+    input: Literal["patches", "images"] = "patches"
+    image_size: int = Field(128, ge=16)
+    positives: Literal["none", "lesion", "patient"] = "none"
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=2)
+    lr: float | None = None
+    crop_size: int = Field(64, ge=16)
+    color_strength: float = Field(0.25, ge=0)
+    #: method hyper-parameters, e.g. {temperature: 0.2, queue_size: 4096}
+    options: dict[str, float | int] = Field(default_factory=dict)
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"
+    num_workers: int = Field(2, ge=0)
+
+
 class StudyConfig(_Strict):
     name: str = "study"
     seed: int = 0
     classes: list[str] = Field(default_factory=lambda: list(DEFAULT_CLASSES))
     data: DataConfig
     patches: PatchConfig = Field(default_factory=PatchConfig)  # type: ignore[arg-type]
+    pretrain: list[PretrainRunConfig] = Field(default_factory=list)
     features: FeatureConfig
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
@@ -152,6 +177,20 @@ class StudyConfig(_Strict):
                     f"{where} maps to unknown classes {unknown}; declared classes are "
                     f"{self.classes} (add them to `classes:` or fix the spelling)"
                 )
+        runs = {r.name: r for r in self.pretrain}
+        for enc in self.features.encoders:
+            if enc.weights.startswith("pretrain:"):
+                run = runs.get(enc.weights.removeprefix("pretrain:"))
+                if run is None:
+                    raise ValueError(
+                        f"encoder {enc.name!r}: weights {enc.weights!r} names no pretrain run; "
+                        f"declared runs: {sorted(runs)}"
+                    )
+                if run.arch != enc.arch:
+                    raise ValueError(
+                        f"encoder {enc.name!r} is {enc.arch} but its pretrain run "
+                        f"{run.name!r} trains {run.arch}"
+                    )
         if d.source != "synthetic" and d.root is None:
             raise ValueError("data.root is required for source " + repr(d.source))
         if d.source == "masked_folder" and d.mask_mode == "binary" and not d.diagnosis_to_class:
@@ -190,9 +229,15 @@ def _resolve_paths(cfg: StudyConfig, base: Path, source: str) -> StudyConfig:
         if not root.is_dir():
             raise ConfigError(f"{source}: data.root {root} is not a folder (fix the path)")
         data = data.model_copy(update={"root": root})
+    runs = []
+    for run in cfg.pretrain:
+        src = run.source if run.source.is_absolute() else (base / run.source).resolve()
+        if not src.is_file():
+            raise ConfigError(f"{source}: pretrain run {run.name!r}: source config {src} not found")
+        runs.append(run.model_copy(update={"source": src}))
     encoders = []
     for enc in cfg.features.encoders:
-        if enc.weights not in ("random", "imagenet"):
+        if enc.weights not in ("random", "imagenet") and not enc.weights.startswith("pretrain:"):
             p = Path(enc.weights)
             p = p if p.is_absolute() else (base / p).resolve()
             if not p.is_file():
@@ -204,7 +249,7 @@ def _resolve_paths(cfg: StudyConfig, base: Path, source: str) -> StudyConfig:
             enc = enc.model_copy(update={"weights": str(p)})
         encoders.append(enc)
     features = cfg.features.model_copy(update={"encoders": encoders})
-    return cfg.model_copy(update={"data": data, "features": features})
+    return cfg.model_copy(update={"data": data, "features": features, "pretrain": runs})
 
 
 def load_config(path: Path | str) -> StudyConfig:

@@ -14,12 +14,14 @@ from skintl.data.stage import counts_table, load_patches, run_data, run_patches
 from skintl.evaluation.stage import run_evaluation, summary_text
 from skintl.features.stage import run_features
 from skintl.io import write_text
+from skintl.pretrain.stage import run_pretrain
 
 log = logging.getLogger(__name__)
 
 STAGES: dict[str, Callable[[StudyConfig, Path], Any]] = {
     "data": run_data,
     "patches": run_patches,
+    "pretrain": run_pretrain,
     "features": run_features,
     "evaluate": run_evaluation,
 }
@@ -39,6 +41,7 @@ def run_study(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
     run_patches(cfg, run_dir)
     _, index = load_patches(run_dir)
     log.info("patches per class and patient:\n%s", counts_table(index, cfg.classes).tail(1))
+    run_pretrain(cfg, run_dir)
     run_features(cfg, run_dir)
     table = run_evaluation(cfg, run_dir)
     write_text(summary_text(table), run_dir / "summary.txt")

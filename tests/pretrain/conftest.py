@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,14 +56,3 @@ def augment() -> AugmentConfig:
 @pytest.fixture
 def seeded() -> None:
     torch.manual_seed(0)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``slow`` tests in this folder run only when asked for with ``-m`` (e.g. ``-m slow``)."""
-    if config.getoption("-m"):
-        return
-    here = Path(__file__).parent
-    skip = pytest.mark.skip(reason="slow: run with -m slow")
-    for item in items:
-        if item.get_closest_marker("slow") and here in Path(item.path).parents:
-            item.add_marker(skip)

@@ -15,21 +15,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from skintl.config import EncoderConfig, StudyConfig
+from skintl.config import StudyConfig
 from skintl.data.stage import fingerprint, load_patches
 from skintl.encoders.backbones import layer_info, load_backbone, sha256_file
 from skintl.features.extract import extract_features
 from skintl.io import write_json, write_npy
+from skintl.pretrain.stage import resolve_weights
 
 log = logging.getLogger(__name__)
 
 
-def _weights_id(enc: EncoderConfig, seed: int) -> str:
-    if enc.weights == "random":
+def _weights_id(weights: str, seed: int) -> str:
+    if weights == "random":
         return f"random-seed{seed}"
-    if enc.weights == "imagenet":
+    if weights == "imagenet":
         return "torchvision-imagenet1k-v1"
-    return sha256_file(Path(enc.weights))
+    return sha256_file(Path(weights))
 
 
 def _is_valid(folder: Path, layer: str, fp: str, shape: tuple[int, int]) -> bool:
@@ -48,11 +49,12 @@ def run_features(cfg: StudyConfig, run_dir: Path, progress: bool = True) -> None
     f = cfg.features
     for enc in f.encoders:
         folder = run_dir / "features" / enc.name
+        weights = resolve_weights(enc.weights, run_dir)
         fp = fingerprint(
             {
                 "patches": patches_fp,
                 "arch": enc.arch,
-                "weights": _weights_id(enc, cfg.seed),
+                "weights": _weights_id(weights, cfg.seed),
                 "input_size": f.input_size,
             }
         )
@@ -66,7 +68,7 @@ def run_features(cfg: StudyConfig, run_dir: Path, progress: bool = True) -> None
             log.info("features of %s up to date", enc.name)
             continue
         torch.manual_seed(cfg.seed)  # random-init encoders are reproducible
-        net, provenance = load_backbone(enc.arch, enc.weights)
+        net, provenance = load_backbone(enc.arch, weights)
         feats = extract_features(
             net, patches, missing, f.batch_size, f.input_size, progress, desc=f"features {enc.name}"
         )

@@ -150,7 +150,7 @@ def pretrain(
         log.info("%s uses one view per sample: groups are ignored", method)
     data = PretrainDataModule(
         images,
-        labels=labels if method == "supervised" else None,
+        labels=labels,
         groups=groups if model.n_views == 2 else None,
         n_views=model.n_views,
         augment=augment,
