@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from studyhelpers import tiny_config, write_config
 
 from skintl.cli import main
+from studyhelpers import tiny_config, write_config
 
 
 def test_study_pretrains_then_reuses(

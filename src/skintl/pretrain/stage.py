@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from skintl.config import PretrainRunConfig, StudyConfig, load_config
 
@@ -36,11 +37,12 @@ def run_one(run: PretrainRunConfig, out_dir: Path, seed: int) -> Path:
         source_cfg, out_dir, run.input, run.image_size, run.positives
     )
     augment = AugmentConfig(size=run.crop_size, color_strength=run.color_strength)
+    options: dict[str, Any] = dict(run.options)
     return pretrain(
         images, labels, groups, method=run.method, arch=run.arch, out_dir=out_dir,
         max_epochs=run.epochs, batch_size=run.batch_size, lr=run.lr,
         accelerator=run.accelerator, devices=run.devices, strategy=run.strategy, seed=seed,
-        resume=True, augment=augment, num_workers=run.num_workers, **run.options,
+        resume=True, augment=augment, num_workers=run.num_workers, **options,
     )  # fmt: skip
 
 
