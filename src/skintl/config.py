@@ -20,6 +20,13 @@ class ConfigError(ValueError):
     """A study config that cannot be used; the message says where and how to fix it."""
 
 
+def _check_names(registry: Any, names: list[str]) -> None:
+    """Unknown registry names become validation errors that list the valid names."""
+    for name in names:
+        if name not in registry:
+            raise ValueError(f"unknown {registry.kind} {name!r}; valid: {', '.join(registry)}")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -83,9 +90,14 @@ class FeatureConfig(_Strict):
     #: resize patches to this many pixels before the encoder (None: keep the patch size)
     input_size: int | None = Field(None, ge=8)
     batch_size: int = Field(256, ge=1)
+    #: classical descriptors evaluated as baselines on the same folds: lbp_yiq, colour_lbp
+    handcrafted: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> FeatureConfig:
+        from skintl.features.handcrafted import HANDCRAFTED
+
+        _check_names(HANDCRAFTED, self.handcrafted)
         bad = [layer for layer in self.layers if layer not in LAYERS]
         if bad:
             raise ValueError(f"unknown layers {bad}; valid: {', '.join(LAYERS)}")
@@ -121,10 +133,19 @@ class LogRegConfig(_Strict):
 class EvaluationConfig(_Strict):
     splits: SplitConfig = Field(default_factory=SplitConfig)  # type: ignore[arg-type]
     classifiers: list[str] = Field(default_factory=lambda: ["mlp", "logreg"])
+    #: classifiers of the hand-crafted baselines (Spyridonos et al. 2017 used an RBF SVM)
+    handcrafted_classifiers: list[str] = Field(default_factory=lambda: ["svm_rbf"])
     mlp: MLPConfig = Field(default_factory=MLPConfig)  # type: ignore[arg-type]
     logreg: LogRegConfig = Field(default_factory=LogRegConfig)  # type: ignore[arg-type]
     #: parallel jobs over folds (joblib's convention; -1 = all cores), one BLAS thread each
     n_jobs: int = -1
+
+    @model_validator(mode="after")
+    def _known_classifiers(self) -> EvaluationConfig:
+        from skintl.evaluation.classifiers import CLASSIFIERS
+
+        _check_names(CLASSIFIERS, [*self.classifiers, *self.handcrafted_classifiers])
+        return self
 
 
 class PretrainRunConfig(_Strict):

@@ -14,15 +14,19 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from skintl.config import EvaluationConfig
+from skintl.evaluation.baselines import ThesisProtocolMLP
 from skintl.evaluation.splits import validation_split
 from skintl.registry import Registry
 
@@ -132,6 +136,59 @@ def _logreg(cfg: EvaluationConfig, seed: int) -> BaseEstimator:
     # multinomial (softmax) logistic regression on standardised features; L2 strength C
     lr = LogisticRegression(C=cfg.logreg.C, max_iter=cfg.logreg.max_iter, random_state=seed)
     return make_pipeline(StandardScaler(), lr)
+
+
+class SoftmaxSVC(ClassifierMixin, BaseEstimator):
+    """RBF SVC whose ``predict_proba`` is the softmax of its one-vs-rest decision values.
+
+    One SVC fit per fold (Platt calibration would fit five more and split patches, not
+    patients). The scores rank like the decision values, which is what AUC needs; they are not
+    calibrated probabilities. ``class_weight="balanced"`` as in the baselines' usual set-up.
+    """
+
+    def __init__(self, C: float = 1.0, gamma: float | str = "scale") -> None:
+        self.C = C
+        self.gamma = gamma
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> SoftmaxSVC:
+        X, y = validate_data(self, X, y)
+        self.svc_ = SVC(
+            kernel="rbf",
+            C=self.C,
+            gamma=self.gamma,
+            class_weight="balanced",
+            decision_function_shape="ovr",
+        ).fit(X, y)
+        self.classes_ = self.svc_.classes_
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "svc_")
+        X = validate_data(self, X, reset=False)
+        d = np.asarray(self.svc_.decision_function(X))
+        if d.ndim == 1:  # two classes: one decision value for classes_[1]
+            d = np.stack([-d, d], axis=1)
+        return np.asarray(softmax(d, axis=1))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.classes_[self.predict_proba(X).argmax(axis=1)])
+
+
+@CLASSIFIERS.register("svm_rbf")
+def _svm_rbf(cfg: EvaluationConfig, seed: int) -> BaseEstimator:
+    return make_pipeline(StandardScaler(), SoftmaxSVC())
+
+
+@CLASSIFIERS.register("knn")
+def _knn(cfg: EvaluationConfig, seed: int) -> BaseEstimator:
+    return make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=15, weights="distance"))
+
+
+@CLASSIFIERS.register("thesis_mlp")
+def _thesis_mlp(cfg: EvaluationConfig, seed: int) -> BaseEstimator:
+    # LEAKY replica of the original protocol (no normalisation, random-patch validation,
+    # double softmax): only to show what the protocol fix changes
+    return ThesisProtocolMLP(seed=seed)
 
 
 def fit_grouped(est: BaseEstimator, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Any:

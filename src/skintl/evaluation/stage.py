@@ -25,6 +25,7 @@ from skintl.data.stage import fingerprint, load_patches
 from skintl.evaluation.classifiers import CLASSIFIERS, fit_grouped
 from skintl.evaluation.metrics import classification_metrics
 from skintl.evaluation.splits import check_training_classes, outer_splits
+from skintl.features.handcrafted import HANDCRAFTED_LAYER
 from skintl.features.stage import load_features
 from skintl.io import write_json, write_parquet, write_text
 
@@ -118,6 +119,11 @@ def run_evaluation(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
         for enc in cfg.features.encoders
         for layer in cfg.features.layers
         for clf in e.classifiers
+    ]
+    cells += [
+        (name, HANDCRAFTED_LAYER, clf)
+        for name in cfg.features.handcrafted
+        for clf in e.handcrafted_classifiers
     ]
     rows = []
     for enc, layer, clf in tqdm(cells, desc="evaluate", unit="cell"):

@@ -19,6 +19,7 @@ from skintl.config import StudyConfig
 from skintl.data.stage import fingerprint, load_patches
 from skintl.encoders.backbones import layer_info, load_backbone, sha256_file
 from skintl.features.extract import extract_features
+from skintl.features.handcrafted import HANDCRAFTED_LAYER, handcrafted_features
 from skintl.io import write_json, write_npy
 from skintl.pretrain.stage import resolve_weights
 
@@ -47,6 +48,7 @@ def run_features(cfg: StudyConfig, run_dir: Path, progress: bool = True) -> None
     patches, index = load_patches(run_dir)
     patches_fp = json.loads((run_dir / "patches" / "meta.json").read_text())["fingerprint"]
     f = cfg.features
+    run_handcrafted(cfg, run_dir, patches, patches_fp)
     for enc in f.encoders:
         folder = run_dir / "features" / enc.name
         weights = resolve_weights(enc.weights, run_dir)
@@ -83,6 +85,20 @@ def run_features(cfg: StudyConfig, run_dir: Path, progress: bool = True) -> None
                 "input_size": f.input_size,
             }
             write_json(meta, folder / f"{layer}.json")
+
+
+def run_handcrafted(cfg: StudyConfig, run_dir: Path, patches: np.ndarray, patches_fp: str) -> None:
+    """Descriptors of the classical baselines, cached as ``features/<name>/handcrafted.npy``."""
+    for name in cfg.features.handcrafted:
+        folder = run_dir / "features" / name
+        fp = fingerprint({"patches": patches_fp, "handcrafted": name})
+        meta = folder / f"{HANDCRAFTED_LAYER}.json"
+        if meta.is_file() and json.loads(meta.read_text()).get("fingerprint") == fp:
+            continue
+        log.info("hand-crafted features %s of %d patches", name, len(patches))
+        feats = handcrafted_features(name, patches)
+        write_npy(feats, folder / f"{HANDCRAFTED_LAYER}.npy")
+        write_json({"fingerprint": fp, "handcrafted": name, "shape": list(feats.shape)}, meta)
 
 
 def load_features(run_dir: Path, encoder: str, layer: str) -> np.ndarray:
