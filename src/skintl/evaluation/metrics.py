@@ -50,3 +50,9 @@ def classification_metrics(
         aucs.append(auc)
     out["auc_macro"] = float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan")
     return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in out.items()}
+
+
+def metric_columns(classes: list[str]) -> list[str]:
+    """The scalar metrics of :func:`classification_metrics`, in table order."""
+    per_class = [f"{m}_{c}" for m in ("sensitivity", "specificity", "auc") for c in classes]
+    return ["n", "accuracy", "balanced_accuracy", "macro_f1", "auc_macro", *per_class]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,11 @@ from tqdm import tqdm
 from skintl.config import StudyConfig
 from skintl.data.stage import fingerprint, load_patches
 from skintl.evaluation.classifiers import CLASSIFIERS, fit_grouped
-from skintl.evaluation.metrics import classification_metrics
+from skintl.evaluation.metrics import classification_metrics, metric_columns
 from skintl.evaluation.splits import check_training_classes, outer_splits
 from skintl.features.handcrafted import HANDCRAFTED_LAYER
 from skintl.features.stage import load_features
-from skintl.io import write_json, write_parquet, write_text
+from skintl.io import write_json, write_npy, write_parquet, write_text
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,11 @@ def _fit_fold(
     fold: np.ndarray,
     k: int,
     classes: list[str],
+    cache: Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+    if cache is not None and cache.is_file():  # finished before an interruption
+        return te, np.load(cache)
     # one BLAS thread per fold: folds run in parallel, and oversubscribed BLAS threads are
     # several times slower on small matrices than one thread
     with warnings.catch_warnings(), threadpool_limits(limits=1):
@@ -63,18 +67,37 @@ def _fit_fold(
         model = fit_grouped(clone(est), X[tr], y[tr], groups[tr])
         proba = model.predict_proba(X[te])
     order = [list(model.classes_).index(c) for c in classes]
-    return te, proba[:, order]
+    proba = np.ascontiguousarray(proba[:, order])
+    if cache is not None:
+        write_npy(proba, cache)
+    return te, proba
 
 
 def run_cell(
-    cfg: StudyConfig, X: np.ndarray, index: pd.DataFrame, fold: np.ndarray, clf_name: str, desc: str
+    cfg: StudyConfig,
+    X: np.ndarray,
+    index: pd.DataFrame,
+    fold: np.ndarray,
+    clf_name: str,
+    desc: str,
+    partial: Path | None = None,
 ) -> pd.DataFrame:
-    """Cross-validated predictions of one classifier on one feature matrix (N, d)."""
+    """Cross-validated predictions of one classifier on one feature matrix (N, d).
+
+    With ``partial``, each finished fold's probabilities are kept there, so that an interrupted
+    cell resumes with the folds it had not finished.
+    """
     e = cfg.evaluation
     est = CLASSIFIERS.get(clf_name)(e, cfg.seed)
     y, groups = index["class"].to_numpy(), index["patient_id"].to_numpy()
     n_folds = int(fold.max()) + 1
-    jobs = (delayed(_fit_fold)(est, X, y, groups, fold, k, cfg.classes) for k in range(n_folds))
+    jobs = (
+        delayed(_fit_fold)(
+            est, X, y, groups, fold, k, cfg.classes,
+            partial / f"fold_{k}.npy" if partial else None,
+        )
+        for k in range(n_folds)
+    )  # fmt: skip
     results = Parallel(n_jobs=e.n_jobs)(
         tqdm(jobs, total=n_folds, desc=desc, unit="fold", leave=False)
     )
@@ -88,6 +111,12 @@ def run_cell(
         part.insert(4, "y_pred", np.asarray(cfg.classes)[proba.argmax(axis=1)])
         parts.append(part)
     return pd.concat(parts, ignore_index=True).sort_values("patch", ignore_index=True)
+
+
+def classifier_params(clf: str, cfg: StudyConfig) -> dict[str, str]:
+    """Every hyper-parameter of classifier ``clf`` as built for ``cfg`` (for fingerprints)."""
+    est = CLASSIFIERS.get(clf)(cfg.evaluation, cfg.seed)
+    return {k: repr(v) for k, v in sorted(est.get_params(deep=True).items())}
 
 
 def cell_metrics(pred: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
@@ -108,12 +137,7 @@ def run_evaluation(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
     fold = make_folds(cfg, index)
     write_parquet(index.assign(fold=fold)[["patient_id", "class", "fold"]], out / "folds.parquet")
     e = cfg.evaluation
-    base_fp = {
-        "folds": fingerprint(fold.tolist()),
-        "eval": e.model_dump(),
-        "seed": cfg.seed,
-        "classes": cfg.classes,
-    }
+    base_fp = {"folds": fingerprint(fold.tolist()), "seed": cfg.seed, "classes": cfg.classes}
     cells = [
         (enc.name, layer, clf)
         for enc in cfg.features.encoders
@@ -129,15 +153,21 @@ def run_evaluation(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
     for enc, layer, clf in tqdm(cells, desc="evaluate", unit="cell"):
         cell_dir = out / enc / layer / clf
         feat_meta = json.loads((run_dir / "features" / enc / f"{layer}.json").read_text())
-        fp = fingerprint({**base_fp, "features": feat_meta["fingerprint"], "clf": clf})
+        fp = fingerprint(
+            {**base_fp, "features": feat_meta["fingerprint"], "clf": clf,
+             "params": classifier_params(clf, cfg)}
+        )  # fmt: skip
         metrics = _cached_metrics(cell_dir, fp)
         if metrics is None:
             X = load_features(run_dir, enc, layer)
-            pred = run_cell(cfg, X, index, fold, clf, desc=f"{enc}/{layer}/{clf}")
+            partial = cell_dir / f"partial-{fp}"
+            pred = run_cell(cfg, X, index, fold, clf, f"{enc}/{layer}/{clf}", partial)
             metrics = cell_metrics(pred, cfg.classes)
             write_parquet(pred, cell_dir / "predictions.parquet")
+            # metrics.json is written last: its presence marks the cell complete
             write_json({"fingerprint": fp, **metrics}, cell_dir / "metrics.json")
-        rows.append(_summary_row(enc, layer, clf, metrics))
+            shutil.rmtree(partial, ignore_errors=True)
+        rows.append(_summary_row(enc, layer, clf, metrics, cfg.classes))
     table = pd.DataFrame(rows)
     write_text(table.to_csv(index=False), out / "metrics.csv")
     return table
@@ -154,8 +184,10 @@ def _cached_metrics(cell_dir: Path, fp: str) -> dict[str, Any] | None:
     return m if m.get("fingerprint") == fp else None
 
 
-def _summary_row(enc: str, layer: str, clf: str, metrics: dict[str, Any]) -> dict[str, Any]:
-    pooled = {k: v for k, v in metrics["pooled"].items() if k != "confusion"}
+def _summary_row(
+    enc: str, layer: str, clf: str, metrics: dict[str, Any], classes: list[str]
+) -> dict[str, Any]:
+    pooled = {k: metrics["pooled"][k] for k in metric_columns(classes)}
     ba = [f["balanced_accuracy"] for f in metrics["folds"]]
     return {
         "encoder": enc,
