@@ -135,6 +135,9 @@ class EvaluationConfig(_Strict):
     classifiers: list[str] = Field(default_factory=lambda: ["mlp", "logreg"])
     #: classifiers of the hand-crafted baselines (Spyridonos et al. 2017 used an RBF SVM)
     handcrafted_classifiers: list[str] = Field(default_factory=lambda: ["svm_rbf"])
+    #: single extra cells, e.g. the leaky thesis-protocol replica on one encoder and layer:
+    #: [{encoder: r18-random, layer: layer2, classifier: thesis_mlp}]
+    extra_cells: list[dict[str, str]] = Field(default_factory=list)
     mlp: MLPConfig = Field(default_factory=MLPConfig)  # type: ignore[arg-type]
     logreg: LogRegConfig = Field(default_factory=LogRegConfig)  # type: ignore[arg-type]
     #: parallel jobs over folds (joblib's convention; -1 = all cores), one BLAS thread each
@@ -144,7 +147,11 @@ class EvaluationConfig(_Strict):
     def _known_classifiers(self) -> EvaluationConfig:
         from skintl.evaluation.classifiers import CLASSIFIERS
 
-        _check_names(CLASSIFIERS, [*self.classifiers, *self.handcrafted_classifiers])
+        extra = [c.get("classifier", "") for c in self.extra_cells]
+        _check_names(CLASSIFIERS, [*self.classifiers, *self.handcrafted_classifiers, *extra])
+        for cell in self.extra_cells:
+            if sorted(cell) != ["classifier", "encoder", "layer"]:
+                raise ValueError(f"extra_cells entries need encoder, layer, classifier: {cell}")
         return self
 
 

@@ -149,6 +149,7 @@ def run_evaluation(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
         for name in cfg.features.handcrafted
         for clf in e.handcrafted_classifiers
     ]
+    cells += [(c["encoder"], c["layer"], c["classifier"]) for c in e.extra_cells]
     rows = []
     for enc, layer, clf in tqdm(cells, desc="evaluate", unit="cell"):
         cell_dir = out / enc / layer / clf

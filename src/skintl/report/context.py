@@ -49,7 +49,10 @@ def data_summary(index: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
         {"cls": c, "patches": int(counts[c].sum()), "patients": int((counts[c] > 0).sum())}
         for c in classes
     ]
-    rows = [[str(p), *map(int, r), int(sum(r))] for p, r in zip(counts.index, counts.values)]
+    rows = [
+        [str(p), *map(int, r), int(sum(r))]
+        for p, r in zip(counts.index, counts.values, strict=True)
+    ]
     return {
         "per_class": per_class,
         "n_patches": len(index),
@@ -91,7 +94,7 @@ def protocol_context(
         "citation": PAD_UFES_CITATION if root and "pad-ufes" in str(root).lower() else None,
         "n_photos": len(pd.read_parquet(manifest, columns=[])) if manifest.is_file() else None,
         "patches": patches,
-        "split_kind": SPLIT_NAMES.get(splits.get("kind"), str(splits.get("kind"))),
+        "split_kind": SPLIT_NAMES.get(str(splits.get("kind")), str(splits.get("kind"))),
         "n_splits": splits.get("n_splits"),
         "n_folds": n_folds,
         "validation_fraction": splits.get("validation_fraction"),
@@ -135,7 +138,7 @@ def _friedman(tables: StatsTables) -> dict[str, Any] | None:
         return None
     ranks = [
         {"rank": i, "name": name, "mean_rank": fmt(r, 2), "median": fmt(m)}
-        for i, ((name, r), m) in enumerate(zip(res.mean_ranks.items(), res.medians), 1)
+        for i, ((name, r), m) in enumerate(zip(res.mean_ranks.items(), res.medians, strict=True), 1)
     ]
     sig = res.pairwise[res.pairwise["significant"]]
     pairs = [

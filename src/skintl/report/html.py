@@ -70,7 +70,8 @@ def best_cell_figures(
     for cell in best.values():
         pred = load_predictions(run_dir, cell)
         name = f"confusion_{cell.slug}.png"
-        figures.confusion_plot(pred.y_true, pred.y_pred, classes, fig_dir / name, cell.name)
+        y_true, y_pred = pred["y_true"].to_numpy(), pred["y_pred"].to_numpy()
+        figures.confusion_plot(y_true, y_pred, classes, fig_dir / name, cell.name)
         confusion.append(_figure(name, cell.name))
         name = f"roc_{cell.slug}.png"
         figures.roc_plot(pred, classes, fig_dir / name, cell.name)

@@ -19,7 +19,14 @@ import pandas as pd
 import yaml
 
 from skintl.io import write_json, write_text
-from skintl.report.stats_tables import Cell, StatsTables, assemble, cell_summary
+from skintl.report.stats_tables import (
+    Cell,
+    StatsTables,
+    assemble,
+    cell_summary,
+    long_table,
+    statistical_tests,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +131,14 @@ def build_stats_tables(
     """
     cells = find_cells(run_dir)
     summaries = {c: cached_summary(run_dir, c, n_boot, alpha, seed) for c in cells}
-    tables = assemble(summaries, alpha)
+    per_fold = long_table(summaries, "per_fold")
+    # Wilcoxon falls back to a permutation test for <= 13 blocks with ties: seconds per pair
+    digest = hashlib.sha256(per_fold.to_csv(index=False).encode()).hexdigest()[:16]
+    path = run_dir / REPORT_DIR / "cache" / "tests.json"
+    tests = cached(
+        path, {"per_fold": digest, "alpha": alpha}, lambda: statistical_tests(per_fold, alpha)
+    )
+    tables = assemble(summaries, alpha, tests)
     for name, table in tables.csv_tables().items():
         write_text(table.to_csv(index=False), run_dir / REPORT_DIR / name)
     return tables

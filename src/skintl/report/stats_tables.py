@@ -96,7 +96,11 @@ class MacroF1:
 
 
 macro_f1 = MacroF1()
-_METRIC_FNS = {"balanced_accuracy": balanced_accuracy, "auc_macro": macro_auc, "macro_f1": macro_f1}
+_METRIC_FNS: dict[str, Callable[[pd.DataFrame], float]] = {
+    "balanced_accuracy": balanced_accuracy,
+    "auc_macro": macro_auc,
+    "macro_f1": macro_f1,
+}
 
 
 def per_group_scores(pred: pd.DataFrame, by: str) -> pd.DataFrame:
@@ -146,7 +150,7 @@ def cell_summary(
     }
 
 
-def _long(summaries: Mapping[Cell, Mapping[str, Any]], part: str) -> pd.DataFrame:
+def long_table(summaries: Mapping[Cell, Mapping[str, Any]], part: str) -> pd.DataFrame:
     frames = []
     for cell, s in summaries.items():
         df = pd.DataFrame(s[part])
@@ -249,7 +253,7 @@ def best_cells(main: pd.DataFrame, metric: str = "balanced_accuracy") -> dict[st
     """The cell with the highest pooled ``metric`` of each encoder (in table order)."""
     best: dict[str, Cell] = {}
     for enc, g in main.groupby("encoder", sort=False):
-        r = g.loc[g[metric].idxmax()]
+        r = g.iloc[int(np.argmax(g[metric].fillna(-np.inf).to_numpy()))]
         best[str(enc)] = Cell(str(r["encoder"]), str(r["layer"]), str(r["classifier"]))
     return best
 
@@ -281,19 +285,77 @@ class StatsTables:
         return out
 
 
-def assemble(summaries: Mapping[Cell, Mapping[str, Any]], alpha: float = 0.05) -> StatsTables:
-    """Build every cross-cell table from the per-cell summaries of :func:`cell_summary`."""
+def friedman_to_dict(result: FriedmanResult) -> dict[str, Any]:
+    """A JSON-able copy of a :class:`FriedmanResult` (inverse: :func:`friedman_from_dict`)."""
+    return {
+        "statistic": result.statistic,
+        "p_value": result.p_value,
+        "mean_ranks": [[str(k), float(v)] for k, v in result.mean_ranks.items()],
+        "medians": [[str(k), float(v)] for k, v in result.medians.items()],
+        "pairwise": result.pairwise.to_dict("list"),
+        "n_blocks": result.n_blocks,
+        "alpha": result.alpha,
+        "critical_difference": result.critical_difference,
+    }
+
+
+def friedman_from_dict(d: Mapping[str, Any]) -> FriedmanResult:
+    """Rebuild a :class:`FriedmanResult` from :func:`friedman_to_dict`."""
+
+    def series(pairs: list[list[Any]]) -> pd.Series:
+        return pd.Series([v for _, v in pairs], index=[k for k, _ in pairs], dtype=float)
+
+    pairwise = pd.DataFrame(d["pairwise"])
+    pairwise["significant"] = pairwise["significant"].astype(bool)
+    return FriedmanResult(
+        float(d["statistic"]),
+        float(d["p_value"]),
+        series(d["mean_ranks"]),
+        series(d["medians"]),
+        pairwise,
+        int(d["n_blocks"]),
+        float(d["alpha"]),
+        float(d["critical_difference"]),
+    )
+
+
+def statistical_tests(per_fold: pd.DataFrame, alpha: float = 0.05) -> dict[str, Any]:
+    """Friedman across cells and layer effect per encoder, as JSON-able values (cacheable).
+
+    Returns:
+        ``{"friedman": friedman_to_dict(...) or None, "note": str, "layer_effect": records}``.
+    """
+    result, note = compare_cells(fold_matrix(per_fold), alpha)
+    return {
+        "friedman": None if result is None else friedman_to_dict(result),
+        "note": note,
+        "layer_effect": layer_effects(per_fold).to_dict("records"),
+    }
+
+
+def assemble(
+    summaries: Mapping[Cell, Mapping[str, Any]],
+    alpha: float = 0.05,
+    tests: Mapping[str, Any] | None = None,
+) -> StatsTables:
+    """Build every cross-cell table from the per-cell summaries of :func:`cell_summary`.
+
+    Args:
+        tests: the output of :func:`statistical_tests` on these summaries' per-fold table
+            (e.g. from a cache); computed when None.
+    """
     if not summaries:
         raise ValueError("no cells to report")
-    per_fold = _long(summaries, "per_fold")
-    scores = fold_matrix(per_fold)
-    result, note = compare_cells(scores, alpha)
+    per_fold = long_table(summaries, "per_fold")
+    if tests is None:
+        tests = statistical_tests(per_fold, alpha)
+    result = None if tests["friedman"] is None else friedman_from_dict(tests["friedman"])
     return StatsTables(
         main=main_table(summaries),
-        per_patient=_long(summaries, "per_patient"),
+        per_patient=long_table(summaries, "per_patient"),
         per_fold=per_fold,
-        fold_scores=scores,
+        fold_scores=fold_matrix(per_fold),
         friedman=result,
-        friedman_note=note,
-        layer_effect=layer_effects(per_fold),
+        friedman_note=str(tests["note"]),
+        layer_effect=pd.DataFrame(tests["layer_effect"]),
     )
