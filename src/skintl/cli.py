@@ -99,7 +99,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         args.input,
         dict(zip(*np.unique(np.asarray(names)[labels], return_counts=True), strict=True)),
     )
-    path = run_from_args(args, images, labels, groups)
+    try:
+        path = run_from_args(args, images, labels, groups)
+    except ValueError as e:  # bad options for this source set (batch size, labels, ...)
+        raise ConfigError(f"pretrain: {e}") from None
     print(f"wrote {path}")
     return 0
 

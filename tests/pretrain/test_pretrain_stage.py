@@ -59,3 +59,64 @@ def test_unknown_pretrain_name_is_a_config_error(
     config = write_config(tmp_path / "study.yaml", cfg)
     assert main(["study", str(config), "--run-dir", str(tmp_path / "run")]) == 2
     assert "names no pretrain run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("method", "source"), [("supervised", "patches"), ("simclr", "images")])
+def test_pretrain_command(synthetic_root: Path, tmp_path: Path, method: str, source: str) -> None:
+    from skintl.encoders.backbones import load_backbone
+
+    config = write_config(tmp_path / "source.yaml", tiny_config(synthetic_root))
+    out = tmp_path / method
+    args = [
+        "pretrain",
+        str(config),
+        "--method",
+        method,
+        "--input",
+        source,
+        "--image-size",
+        "48",
+        "--crop-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--accelerator",
+        "cpu",
+        "--num-workers",
+        "0",
+        "--no-progress-bar",
+        "--out-dir",
+        str(out),
+    ]
+    assert main(args) == 0
+    _, prov = load_backbone("resnet18", str(out / "encoder.pt"))
+    assert prov["method"] == method and prov["epochs"] == 1
+
+
+def test_pretrain_command_bad_source_is_one_message(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = write_config(tmp_path / "source.yaml", tiny_config(synthetic_root))
+    args = [
+        "pretrain",
+        str(config),
+        "--method",
+        "supervised",
+        "--input",
+        "patches",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "100000",
+        "--accelerator",
+        "cpu",
+        "--num-workers",
+        "0",
+        "--out-dir",
+        str(tmp_path / "x"),
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "skintl: error: pretrain:" in err and "batch" in err and "Traceback" not in err

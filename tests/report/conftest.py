@@ -7,6 +7,10 @@
 - ``enc_b/layer1/mlp``: everything predicted healthy (balanced accuracy 1/3 everywhere).
 - ``enc_b/layer2/mlp``: the SK patches of P3..P6 predicted AK.
 - ``baseline/-/lbp_yiq_svm``: the healthy patches of P1..P3 predicted AK; no features.
+- ``lbp_yiq/handcrafted/svm_rbf``: the AK patches of P4 predicted healthy; features, one layer.
+
+Tests reach these through fixtures (``pythonpath`` puts ``tests/`` first, so ``conftest``
+imports the top-level one).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import yaml
 
 from skintl.io import write_json, write_npy, write_parquet, write_text
 from skintl.labels import AK, DEFAULT_CLASSES, HEALTHY, SK
+from skintl.report.stats_tables import Cell
 
 CLASSES = list(DEFAULT_CLASSES)
 PATIENTS = [f"P{i}" for i in range(1, 7)]
@@ -55,6 +60,7 @@ def expected_predictions(index: pd.DataFrame) -> dict[tuple[str, str, str], np.n
         ("enc_b", "layer1", "mlp"): _flip(index, PATIENTS, None, HEALTHY),
         ("enc_b", "layer2", "mlp"): _flip(index, ["P3", "P4", "P5", "P6"], SK, AK),
         ("baseline", "-", "lbp_yiq_svm"): _flip(index, ["P1", "P2", "P3"], HEALTHY, AK),
+        ("lbp_yiq", "handcrafted", "svm_rbf"): _flip(index, ["P4"], AK, HEALTHY),
     }
 
 
@@ -112,6 +118,8 @@ def make_fake_run(run: Path, root: str = "/data/pad-ufes-20-masked") -> Path:
             write_npy(X.astype(np.float32), run / "features" / enc / f"{layer}.npy")
             meta = {"fingerprint": f"{enc}-{layer}-0", "provenance": {"method": "random"}}
             write_json(meta, run / "features" / enc / f"{layer}.json")
+    X = rng.normal(size=(len(index), 5)) + 2.0 * np.eye(5)[code]
+    write_npy(X.astype(np.float32), run / "features" / "lbp_yiq" / "handcrafted.npy")
     cells = expected_predictions(index)
     fold = predictions(index, index["class"].to_numpy())[["patient_id", "fold"]]
     write_parquet(fold.assign(**{"class": index["class"]}), run / "evaluation" / "folds.parquet")
@@ -121,6 +129,13 @@ def make_fake_run(run: Path, root: str = "/data/pad-ufes-20-masked") -> Path:
     metrics = pd.DataFrame(list(cells), columns=["encoder", "layer", "classifier"])
     write_text(metrics.to_csv(index=False), run / "evaluation" / "metrics.csv")
     return run
+
+
+@pytest.fixture(scope="session")
+def fake_predictions() -> dict[Cell, pd.DataFrame]:
+    """Every cell's predictions table, as written into the fake run."""
+    index = _index()
+    return {Cell(*k): predictions(index, y) for k, y in expected_predictions(index).items()}
 
 
 @pytest.fixture(scope="session")

@@ -7,20 +7,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CLASSES, PATIENTS, _index, expected_predictions, predictions
 from sklearn.metrics import f1_score
 
 from skintl.evaluation import stats
+from skintl.labels import DEFAULT_CLASSES
 from skintl.report import stats_tables as st
 from skintl.report.stats_tables import Cell
 
 N_BOOT = 40
+CLASSES = list(DEFAULT_CLASSES)
+PATIENTS = [f"P{i}" for i in range(1, 7)]
 
 
 @pytest.fixture(scope="module")
-def preds() -> dict[Cell, pd.DataFrame]:
-    index = _index()
-    return {Cell(*k): predictions(index, y) for k, y in expected_predictions(index).items()}
+def preds(fake_predictions: dict[Cell, pd.DataFrame]) -> dict[Cell, pd.DataFrame]:
+    return fake_predictions
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,9 @@ def test_macro_f1_matches_sklearn_including_row_weights() -> None:
     rng = np.random.default_rng(0)
     y = rng.choice(CLASSES, size=200)
     y_pred = np.where(rng.random(200) < 0.7, y, rng.choice(CLASSES, size=200))
-    df = predictions(pd.DataFrame({"patient_id": "P1", "class": y}), y_pred)
+    df = pd.DataFrame({"y_true": y, "y_pred": y_pred})
+    for c in CLASSES:
+        df[f"prob_{c}"] = (y_pred == c).astype(float)
 
     def sk(d: pd.DataFrame) -> float:
         return float(f1_score(d.y_true, d.y_pred, labels=CLASSES, average="macro", zero_division=0))
@@ -71,7 +74,11 @@ def test_cell_summary_delegates_the_ci_to_bootstrap_over_patients(
     monkeypatch.setattr(st, "bootstrap_ci", spy)
     pred = preds[Cell("enc_a", "layer2", "mlp")]
     ci = st.cell_summary(pred, n_boot=N_BOOT, alpha=0.1, seed=7)["ci"]
-    assert [c["metric_fn"] for c in calls] == [stats.balanced_accuracy, stats.macro_auc, st.macro_f1]
+    assert [c["metric_fn"] for c in calls] == [
+        stats.balanced_accuracy,
+        stats.macro_auc,
+        st.macro_f1,
+    ]
     for c in calls:
         assert c["df"] is pred  # every patch of every patient; the resampling unit is stats'
         assert c.get("group_col", "patient_id") == "patient_id"
@@ -101,14 +108,14 @@ def test_friedman_runs_on_per_fold_balanced_accuracy(
 ) -> None:
     tables = st.assemble(summaries)
     scores = tables.fold_scores
-    assert scores.shape == (6, 5) and list(scores.columns) == [c.name for c in summaries]
+    assert scores.shape == (6, 6) and list(scores.columns) == [c.name for c in summaries]
     assert np.allclose(scores["enc_b/layer1/mlp"], 1 / 3)
     direct = stats.friedman_posthoc(scores)
     assert tables.friedman is not None
     assert tables.friedman.statistic == pytest.approx(direct.statistic)
     assert tables.friedman.mean_ranks.index[0] == "enc_a/layer1/mlp"
     assert tables.friedman.mean_ranks.index[-1] == "enc_b/layer1/mlp"
-    assert len(tables.friedman.pairwise) == 10
+    assert len(tables.friedman.pairwise) == 15
     csvs = tables.csv_tables()
     assert {"friedman.csv", "friedman_ranks.csv", "friedman_pairwise.csv"} <= set(csvs)
 
@@ -135,7 +142,7 @@ def test_layer_effect_per_encoder_leaves_out_cells_without_features(
     summaries: dict[Cell, dict[str, Any]],
 ) -> None:
     eff = st.assemble(summaries).layer_effect.set_index("encoder")
-    assert list(eff.index) == ["enc_a", "enc_b"]  # no baseline row
+    assert list(eff.index) == ["enc_a", "enc_b"]  # no baseline, no single-layer descriptor
     assert eff.loc["enc_a", "best_layer"] == "layer1"
     assert eff.loc["enc_b", "best_layer"] == "layer2"
     assert (eff.test == "wilcoxon").all() and (eff.n_blocks == 6).all()
@@ -147,6 +154,6 @@ def test_best_cells_per_encoder(summaries: dict[Cell, dict[str, Any]]) -> None:
         "enc_a": Cell("enc_a", "layer1", "mlp"),
         "enc_b": Cell("enc_b", "layer2", "mlp"),
         "baseline": Cell("baseline", "-", "lbp_yiq_svm"),
+        "lbp_yiq": Cell("lbp_yiq", "handcrafted", "svm_rbf"),
     }
-    assert not best["baseline"].has_features and best["enc_a"].has_features
     assert Cell("baseline", "-", "svm/x").slug == "baseline__-__svm_x"

@@ -15,6 +15,7 @@ PAD_UFES_CITATION = (
     "patient data and clinical images collected from smartphones”, Data in Brief 32 (2020) "
     "106221, doi:10.1016/j.dib.2020.106221; licensed CC BY 4.0."
 )
+PATCH_KEYS = ("size", "stride", "min_lesion_fraction", "healthy_margin", "max_per_image_class")
 SPLIT_NAMES = {
     "stratified_group_kfold": "stratified group k-fold (patients as groups)",
     "group_kfold": "group k-fold (patients as groups)",
@@ -93,7 +94,7 @@ def protocol_context(
         "root": root or "–",
         "citation": PAD_UFES_CITATION if root and "pad-ufes" in str(root).lower() else None,
         "n_photos": len(pd.read_parquet(manifest, columns=[])) if manifest.is_file() else None,
-        "patches": patches,
+        "patches": {k: patches.get(k) for k in PATCH_KEYS},
         "split_kind": SPLIT_NAMES.get(str(splits.get("kind")), str(splits.get("kind"))),
         "n_splits": splits.get("n_splits"),
         "n_folds": n_folds,

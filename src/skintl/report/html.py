@@ -22,10 +22,11 @@ from skintl.report.stage import (
     build_stats_tables,
     cached_embedding,
     feature_meta,
+    feature_sets,
     load_predictions,
     read_config,
 )
-from skintl.report.stats_tables import NO_LAYER, Cell, StatsTables, best_cells, slug
+from skintl.report.stats_tables import Cell, StatsTables, best_cells, slug
 
 log = logging.getLogger(__name__)
 
@@ -82,34 +83,33 @@ def best_cell_figures(
 def embedding_figures(
     run_dir: Path,
     cfg: dict[str, Any],
-    index: pd.DataFrame,
+    labels: np.ndarray,
     classes: list[str],
     seed: int,
     fig_dir: Path,
 ) -> list[dict[str, str]]:
-    """A t-SNE panel per layer with features, one figure per encoder."""
-    feats = cfg.get("features") or {}
-    layers = [str(layer) for layer in feats.get("layers", [])]
-    labels = index["class"].to_numpy()
+    """A t-SNE panel per layer with a feature file, one figure per encoder (or descriptor).
+
+    Args:
+        labels: ``(N,)`` class of every patch, in the row order of the feature files.
+    """
     params = {"method": "tsne", "seed": seed, "max_points": EMBED_MAX_POINTS}
+
+    def embed(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return figures.embed(X, seed=seed, max_points=EMBED_MAX_POINTS)
+
     out = []
-    for enc in [str(e["name"]) for e in feats.get("encoders", [])]:
+    for enc, layers in feature_sets(run_dir, cfg).items():
         panels = {}
         for layer in layers:
-            got = cached_embedding(
-                run_dir,
-                enc,
-                layer,
-                lambda X: figures.embed(X, seed=seed, max_points=EMBED_MAX_POINTS),
-                params,
-            )
+            got = cached_embedding(run_dir, enc, layer, embed, params, n_rows=len(labels))
             if got is not None:
                 rows, coords = got
                 panels[layer] = (coords, labels[rows])
         if panels:
-            n = len(panels[next(iter(panels))][1])
+            n = len(next(iter(panels.values()))[1])
             name = f"embedding_{slug(enc)}.png"
-            title = f"{enc}: t-SNE of pooled features ({n} of {len(labels)} patches, seed {seed})"
+            title = f"{enc}: t-SNE of the features ({n} of {len(labels)} patches, seed {seed})"
             figures.embedding_plot(panels, classes, fig_dir / name, title)
             out.append(_figure(name, title))
     return out
@@ -143,10 +143,10 @@ def write_report(
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
     seed = int(cfg.get("seed", 0)) if seed is None else seed
-    out = run_dir / REPORT_DIR
-    fig_dir = out / FIGURES
+    fig_dir = run_dir / REPORT_DIR / FIGURES
     index = pd.read_parquet(run_dir / "patches" / "index.parquet")
-    classes = [str(c) for c in cfg.get("classes") or sorted(index["class"].unique())]
+    labels = index["class"].to_numpy()
+    classes = [str(c) for c in cfg.get("classes") or sorted(set(labels))]
 
     tables = build_stats_tables(run_dir, n_boot=n_boot, alpha=alpha, seed=seed)
     best = best_cells(tables.main)
@@ -156,30 +156,26 @@ def write_report(
     if tables.friedman is not None:
         plot_critical_difference(tables.friedman, fig_dir / "critical_difference.png")
         figs["cd"] = _figure("critical_difference.png", "Critical-difference diagram")
-    figs["embeddings"] = embedding_figures(run_dir, cfg, index, classes, seed, fig_dir)
+    figs["embeddings"] = embedding_figures(run_dir, cfg, labels, classes, seed, fig_dir)
     figs["patches"] = None
-    patches_npy = run_dir / "patches" / "patches.npy"
-    if patches_npy.is_file():
-        patches = np.load(patches_npy, mmap_mode="r")
-        labels = index["class"].to_numpy()
+    if (run_dir / "patches" / "patches.npy").is_file():
+        patches = np.load(run_dir / "patches" / "patches.npy", mmap_mode="r")
         figures.patch_mosaic(patches, labels, classes, fig_dir / "patches.png", seed=seed)
         figs["patches"] = _figure("patches.png", "Random example patches of each class")
 
-    metas = {
-        str(e["name"]): feature_meta(run_dir, str(e["name"]), str(layer))
-        for e in (cfg.get("features") or {}).get("encoders", [])
-        for layer in (cfg.get("features") or {}).get("layers", [])[:1]
-    }
+    encoders = [str(e["name"]) for e in (cfg.get("features") or {}).get("encoders", [])]
+    sets = feature_sets(run_dir, cfg)
+    metas = {e: feature_meta(run_dir, e, sets[e][0]) if e in sets else None for e in encoders}
+    others = tables.main[~tables.main["encoder"].isin(encoders)]
     context = {
         "title": f"skintl report: {cfg.get('name', run_dir.name)}",
         "protocol": protocol_context(run_dir, cfg, index, metas, n_boot, alpha, seed),
+        "baselines": [f"{e}/{la}/{c}" for e, la, c in others.iloc[:, :3].itertuples(index=False)],
         "tables": table_context(tables),
         "figures": figs,
         "csv_files": sorted(tables.csv_tables()),
-        "has_baseline": bool((tables.main["layer"] == NO_LAYER).any()),
     }
-    html = _render(context)
-    path = out / "index.html"
-    write_text(html, path)
+    path = run_dir / REPORT_DIR / "index.html"
+    write_text(_render(context), path)
     log.info("report written to %s", path)
     return path

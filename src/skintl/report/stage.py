@@ -153,6 +153,26 @@ def feature_meta(run_dir: Path, encoder: str, layer: str) -> dict[str, Any] | No
     return meta
 
 
+def feature_sets(run_dir: Path, cfg: dict[str, Any]) -> dict[str, list[str]]:
+    """Encoder (or descriptor) -> layers that have ``features/<encoder>/<layer>.npy``.
+
+    The config's encoders and layers come first in its order, then any other feature folders
+    (e.g. hand-crafted descriptors) by name.
+    """
+    feats = cfg.get("features") or {}
+    layers = [str(x) for x in feats.get("layers", [])]
+    names = [str(e["name"]) for e in feats.get("encoders", [])]
+    root = run_dir / "features"
+    others = sorted(p.name for p in root.glob("*") if p.is_dir() and p.name not in names)
+    out: dict[str, list[str]] = {}
+    for enc in names + others:
+        stems = sorted(p.stem for p in (root / enc).glob("*.npy"))
+        ordered = [x for x in layers if x in stems] + [x for x in stems if x not in layers]
+        if ordered:
+            out[enc] = ordered
+    return out
+
+
 def load_features(run_dir: Path, encoder: str, layer: str) -> np.ndarray:
     """Pooled features ``(N, C)`` float32, memory-mapped."""
     return np.load(run_dir / "features" / encoder / f"{layer}.npy", mmap_mode="r")
@@ -164,14 +184,19 @@ def cached_embedding(
     layer: str,
     embed: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     params: dict[str, Any],
+    n_rows: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """``embed(X) -> (rows (M,), coords (M, 2))`` of a layer's features, cached; None if absent.
+    """``embed(X) -> (rows (M,), coords (M, 2))`` of a layer's features, cached.
 
     The key is the features' fingerprint (from their ``.json``, else the ``.npy`` bytes) and
-    ``params`` (the embedding's settings).
+    ``params`` (the embedding's settings). None when the file is absent or does not have
+    ``n_rows`` rows (features of other patches than the current ones).
     """
     npy = run_dir / "features" / encoder / f"{layer}.npy"
     if not npy.is_file():
+        return None
+    if n_rows is not None and len(load_features(run_dir, encoder, layer)) != n_rows:
+        log.warning("%s does not have one row per patch (%d): no embedding", npy, n_rows)
         return None
     meta = feature_meta(run_dir, encoder, layer) or {}
     fp = meta.get("fingerprint") or file_fingerprint(npy)

@@ -62,10 +62,6 @@ class Cell:
         """The name as a file-name stem: ``encoder__layer__classifier``."""
         return slug(f"{self.encoder}__{self.layer}__{self.classifier}")
 
-    @property
-    def has_features(self) -> bool:
-        return self.layer != NO_LAYER
-
 
 class MacroF1:
     """Macro-averaged F1 over the ``prob_<class>`` classes (sklearn, ``zero_division=0``).
@@ -134,7 +130,7 @@ def cell_summary(
     """Everything the report needs from one cell's predictions, as plain JSON-able values.
 
     Returns:
-        ``{"per_patient": [...], "per_fold": [...], "ci": {...}}``: records of
+        ``{"per_patient": table, "per_fold": table, "ci": {...}}``: the tables of
         :func:`per_group_scores` and, for each of :data:`CI_METRICS`, the pooled value with
         ``<metric>_low`` / ``<metric>_high`` from :func:`bootstrap_ci` over patients.
     """
@@ -144,16 +140,26 @@ def cell_summary(
         est, low, high = bootstrap_ci(pred, fn, n_boot=n_boot, alpha=alpha, seed=seed)
         ci |= {name: est, f"{name}_low": low, f"{name}_high": high}
     return {
-        "per_patient": per_group_scores(pred, "patient_id").to_dict("records"),
-        "per_fold": per_group_scores(pred, "fold").to_dict("records"),
+        "per_patient": _to_json(per_group_scores(pred, "patient_id")),
+        "per_fold": _to_json(per_group_scores(pred, "fold")),
         "ci": ci,
     }
+
+
+def _to_json(df: pd.DataFrame) -> dict[str, Any]:
+    """A table as ``{"columns": [...], "data": [[...]]}``: keeps the column order in JSON."""
+    split = df.to_dict("split")
+    return {"columns": split["columns"], "data": split["data"]}
+
+
+def _from_json(d: Mapping[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame(d["data"], columns=d["columns"])
 
 
 def long_table(summaries: Mapping[Cell, Mapping[str, Any]], part: str) -> pd.DataFrame:
     frames = []
     for cell, s in summaries.items():
-        df = pd.DataFrame(s[part])
+        df = _from_json(s[part])
         df.insert(0, "encoder", cell.encoder)
         df.insert(1, "layer", cell.layer)
         df.insert(2, "classifier", cell.classifier)
@@ -166,7 +172,9 @@ def main_table(summaries: Mapping[Cell, Mapping[str, Any]]) -> pd.DataFrame:
     rows = []
     for c, s in summaries.items():
         rows.append({"encoder": c.encoder, "layer": c.layer, "classifier": c.classifier} | s["ci"])
-    return pd.DataFrame(rows)
+    cols = ["encoder", "layer", "classifier", "n", "n_patients", "n_folds"]
+    cols += [f"{m}{end}" for m in CI_METRICS for end in ("", "_low", "_high")]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def fold_matrix(per_fold: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.DataFrame:
@@ -225,10 +233,13 @@ def friedman_overview(result: FriedmanResult) -> pd.DataFrame:
 def layer_effects(per_fold: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.DataFrame:
     """:func:`~skintl.evaluation.stats.layer_effect` per classifier, over folds.
 
-    Cells without features are left out. ``mean_ranks`` becomes a ``layer: rank; ...`` string;
-    a classifier whose test cannot run gets rows with the reason in ``note``.
+    Only encoders with 2 or more layers take part (not baselines on raw patches, not single
+    hand-crafted descriptors). ``mean_ranks`` becomes a ``layer: rank; ...`` string; a
+    classifier whose test cannot run gets rows with the reason in ``note``.
     """
     feats = per_fold[per_fold["layer"] != NO_LAYER]
+    n_layers = feats.groupby(["classifier", "encoder"])["layer"].transform("nunique")
+    feats = feats[n_layers >= 2]
     out = []
     for clf, sub in feats.groupby("classifier", sort=False):
         try:
@@ -292,7 +303,7 @@ def friedman_to_dict(result: FriedmanResult) -> dict[str, Any]:
         "p_value": result.p_value,
         "mean_ranks": [[str(k), float(v)] for k, v in result.mean_ranks.items()],
         "medians": [[str(k), float(v)] for k, v in result.medians.items()],
-        "pairwise": result.pairwise.to_dict("list"),
+        "pairwise": _to_json(result.pairwise),
         "n_blocks": result.n_blocks,
         "alpha": result.alpha,
         "critical_difference": result.critical_difference,
@@ -305,7 +316,7 @@ def friedman_from_dict(d: Mapping[str, Any]) -> FriedmanResult:
     def series(pairs: list[list[Any]]) -> pd.Series:
         return pd.Series([v for _, v in pairs], index=[k for k, _ in pairs], dtype=float)
 
-    pairwise = pd.DataFrame(d["pairwise"])
+    pairwise = _from_json(d["pairwise"])
     pairwise["significant"] = pairwise["significant"].astype(bool)
     return FriedmanResult(
         float(d["statistic"]),
@@ -323,13 +334,13 @@ def statistical_tests(per_fold: pd.DataFrame, alpha: float = 0.05) -> dict[str, 
     """Friedman across cells and layer effect per encoder, as JSON-able values (cacheable).
 
     Returns:
-        ``{"friedman": friedman_to_dict(...) or None, "note": str, "layer_effect": records}``.
+        ``{"friedman": friedman_to_dict(...) or None, "note": str, "layer_effect": table}``.
     """
     result, note = compare_cells(fold_matrix(per_fold), alpha)
     return {
         "friedman": None if result is None else friedman_to_dict(result),
         "note": note,
-        "layer_effect": layer_effects(per_fold).to_dict("records"),
+        "layer_effect": _to_json(layer_effects(per_fold)),
     }
 
 
@@ -357,5 +368,5 @@ def assemble(
         fold_scores=fold_matrix(per_fold),
         friedman=result,
         friedman_note=str(tests["note"]),
-        layer_effect=pd.DataFrame(tests["layer_effect"]),
+        layer_effect=_from_json(tests["layer_effect"]),
     )
