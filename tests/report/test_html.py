@@ -6,7 +6,11 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pandas as pd
 import pytest
+
+from skintl.report.context import PAD_UFES_CITATION, protocol_context
+from skintl.report.stage import read_config
 
 SECTIONS = [
     "protocol",
@@ -72,6 +76,7 @@ def test_images_cover_every_figure_kind(parsed: tuple[str, _Links]) -> None:
     names = [Path(s).name for s in links.srcs]
     assert "critical_difference.png" in names and "patches.png" in names
     assert "per_patient_mlp.png" in names and "per_patient_best.png" in names
+    assert "per_patient_baselines.png" in names
     # the best cell of every encoder, the baseline without features included
     for best in ("enc_a__layer1__mlp", "enc_b__layer2__mlp", "baseline__-__lbp_yiq_svm"):
         assert f"confusion_{best}.png" in names and f"roc_{best}.png" in names

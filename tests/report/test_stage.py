@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -91,14 +92,12 @@ def test_changed_predictions_or_settings_are_recomputed(
 def test_embedding_cache_and_feature_sets(fake_run: Path) -> None:
     cfg = stage.read_config(fake_run)
     sets = stage.feature_sets(fake_run, cfg)
-    assert sets == {"enc_a": ["layer1", "layer2"], "enc_b": ["layer1", "layer2"],
-                    "lbp_yiq": ["handcrafted"]}  # fmt: skip
+    layers = ["layer1", "layer2"]
+    assert sets == {"enc_a": layers, "enc_b": layers, "lbp_yiq": ["handcrafted"]}
     calls = []
 
     def embed(X: Any) -> Any:
         calls.append(X.shape)
-        import numpy as np
-
         return np.arange(len(X)), np.zeros((len(X), 2))
 
     for _ in range(2):

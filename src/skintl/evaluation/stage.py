@@ -200,12 +200,15 @@ def _summary_row(
     }
 
 
-def summary_text(table: pd.DataFrame, metric: str = "balanced_accuracy") -> str:
-    """Encoder x layer table of ``metric`` per classifier, as printed by the CLI."""
+def summary_text(
+    table: pd.DataFrame, metrics: tuple[str, ...] = ("balanced_accuracy", "auc_macro")
+) -> str:
+    """Encoder x layer tables of ``metrics`` per classifier, as printed by the CLI."""
     lines = []
-    for clf, g in table.groupby("classifier", sort=False):
-        pivot = g.pivot(index="encoder", columns="layer", values=metric)
-        lines.append(f"{metric} (pooled over folds), classifier = {clf}")
-        lines.append(pivot.to_string(float_format=lambda v: f"{v:.3f}"))
-        lines.append("")
+    for metric in metrics:
+        for clf, g in table.groupby("classifier", sort=False):
+            pivot = g.pivot(index="encoder", columns="layer", values=metric)
+            lines.append(f"{metric} (pooled over folds), classifier = {clf}")
+            lines.append(pivot.to_string(float_format=lambda v: f"{v:.3f}"))
+            lines.append("")
     return "\n".join(lines)

@@ -91,12 +91,17 @@ def protocol_context(
         "seed": cfg.get("seed"),
         "classes": classes,
         "source": data.get("source", "–"),
-        "root": root or "–",
+        "root": root,
+        "source_settings": _settings(data.get("synthetic"))
+        if data.get("source") == "synthetic"
+        else "",
         "citation": PAD_UFES_CITATION if root and "pad-ufes" in str(root).lower() else None,
         "n_photos": len(pd.read_parquet(manifest, columns=[])) if manifest.is_file() else None,
         "patches": {k: patches.get(k) for k in PATCH_KEYS},
         "split_kind": SPLIT_NAMES.get(str(splits.get("kind")), str(splits.get("kind"))),
-        "n_splits": splits.get("n_splits"),
+        "n_splits": None
+        if splits.get("kind") == "leave_one_patient_out"
+        else splits.get("n_splits"),
         "n_folds": n_folds,
         "validation_fraction": splits.get("validation_fraction"),
         "classifiers": [

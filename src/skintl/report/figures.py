@@ -59,12 +59,13 @@ def per_patient_summary(
                 lo.append(s["mean"] - s["min"])
                 hi.append(s["max"] - s["mean"])
         ax.bar(xs, mean, width * 0.9, yerr=[lo, hi], capsize=3, label=layer, color=f"C{j}")
-    ax.set_xticks(range(len(enc_order)), enc_order, fontsize=8)
+    ax.set_xticks(range(len(enc_order)), enc_order, fontsize=7)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel(f"per-patient {metric.replace('_', ' ')}", fontsize=8)
-    ax.legend(fontsize=7, ncols=min(len(layers), 6), loc="lower right")
+    if len(layers) > 1:
+        ax.legend(fontsize=7, ncols=min(len(layers), 6), loc="lower right")
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(title or "mean over patients (bar), min..max (whisker)", fontsize=9)
+    ax.set_title(title, fontsize=9)
     return _save(fig, path)
 
 
@@ -126,8 +127,8 @@ def roc_plot(pred: pd.DataFrame, classes: Sequence[str], path: Path, title: str 
             fpr, tpr, _ = roc_curve(pos, pred[f"prob_{c}"].to_numpy())
             ax.plot(fpr, tpr, color=colors[c], lw=1.5, label=f"{c} (AUC {auc(fpr, tpr):.3f})")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
+    ax.set_xlim(-0.01, 1.0)
+    ax.set_ylim(0, 1.02)
     ax.set_xlabel("false positive rate", fontsize=8)
     ax.set_ylabel("true positive rate", fontsize=8)
     ax.legend(fontsize=7, loc="lower right")
@@ -173,13 +174,23 @@ def embedding_plot(
     axes = fig.subplots(1, n, squeeze=False)[0]
     colors = class_colors(classes)
     for ax, (layer, (coords, labels)) in zip(axes, panels.items(), strict=True):
+        size = 4.0 if len(coords) > 500 else 10.0
         for c in classes:
             m = labels == c
-            ax.scatter(*coords[m].T, s=4, alpha=0.6, color=colors[c], label=c, linewidths=0)
+            ax.scatter(*coords[m].T, s=size, alpha=0.6, color=colors[c], label=c, linewidths=0)
         ax.set_title(layer, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[0].legend(fontsize=7, markerscale=3, loc="best")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        names,
+        loc="outside lower center",
+        ncols=len(classes),
+        fontsize=8,
+        markerscale=2.5,
+        frameon=False,
+    )
     if title:
         fig.suptitle(title, fontsize=9)
     return _save(fig, path)

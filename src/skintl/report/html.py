@@ -40,27 +40,34 @@ def _figure(rel: str, caption: str) -> dict[str, str]:
 
 
 def per_patient_figures(
-    tables: StatsTables, best: dict[str, Cell], fig_dir: Path
-) -> list[dict[str, str]]:
-    """Per classifier: mean/min/max over patients per encoder x layer; bars of the best cells."""
-    out = []
+    tables: StatsTables, best: dict[str, Cell], encoders: list[str], fig_dir: Path
+) -> tuple[list[dict[str, str]], dict[str, str]]:
+    """Mean/min/max over patients per encoder x layer; per-patient bars of the best cells.
+
+    Returns:
+        One summary figure per classifier of the ``encoders`` (plus one for all other cells,
+        the baselines), and the figure of per-patient bars.
+    """
+    summary = []
     pp = tables.per_patient
-    for clf, g in pp.groupby("classifier", sort=False):
+    ours = pp["encoder"].isin(encoders)
+    for clf, g in pp[ours].groupby("classifier", sort=False):
         name = f"per_patient_{slug(str(clf))}.png"
         figures.per_patient_summary(g, fig_dir / name, title=f"classifier {clf}")
-        caption = (
-            f"Per-patient balanced accuracy, classifier {clf}: mean over patients (bar) and "
-            "min..max (whisker) per encoder and layer."
-        )
-        out.append(_figure(name, caption))
+        summary.append(_figure(name, f"Classifier {clf}"))
+    if (~ours).any():
+        rest = pp[~ours]
+        label = rest["encoder"] + "/" + rest["layer"] + "\n" + rest["classifier"]
+        rest = rest.assign(encoder=label, layer="")
+        figures.per_patient_summary(rest, fig_dir / "per_patient_baselines.png", title="baselines")
+        summary.append(_figure("per_patient_baselines.png", "Baselines"))
     panels = {}
     for cell in best.values():
         sel = (pp.encoder == cell.encoder) & (pp.layer == cell.layer)
         panels[cell.name] = pp[sel & (pp.classifier == cell.classifier)]
     figures.per_patient_bars(panels, fig_dir / "per_patient_best.png")
     caption = "Balanced accuracy of each patient for the best cell of each encoder."
-    out.append(_figure("per_patient_best.png", caption))
-    return out
+    return summary, _figure("per_patient_best.png", caption)
 
 
 def best_cell_figures(
@@ -150,7 +157,11 @@ def write_report(
 
     tables = build_stats_tables(run_dir, n_boot=n_boot, alpha=alpha, seed=seed)
     best = best_cells(tables.main)
-    figs: dict[str, Any] = {"per_patient": per_patient_figures(tables, best, fig_dir)}
+    encoders = [str(e["name"]) for e in (cfg.get("features") or {}).get("encoders", [])]
+    figs: dict[str, Any] = {}
+    figs["per_patient"], figs["per_patient_best"] = per_patient_figures(
+        tables, best, encoders, fig_dir
+    )
     figs["confusion"], figs["roc"] = best_cell_figures(run_dir, best, classes, fig_dir)
     figs["cd"] = None
     if tables.friedman is not None:
@@ -163,7 +174,6 @@ def write_report(
         figures.patch_mosaic(patches, labels, classes, fig_dir / "patches.png", seed=seed)
         figs["patches"] = _figure("patches.png", "Random example patches of each class")
 
-    encoders = [str(e["name"]) for e in (cfg.get("features") or {}).get("encoders", [])]
     sets = feature_sets(run_dir, cfg)
     metas = {e: feature_meta(run_dir, e, sets[e][0]) if e in sets else None for e in encoders}
     others = tables.main[~tables.main["encoder"].isin(encoders)]
