@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from studyhelpers import tiny_config, write_config
 
 from skintl.cli import main
+from studyhelpers import tiny_config, write_config
 
 
 @pytest.fixture(scope="module")
