@@ -74,6 +74,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from skintl.report.html import write_report
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "evaluation" / "metrics.csv").is_file():
+        raise ConfigError(f"{run_dir}: no evaluation results; run `skintl study CONFIG` first")
+    path = write_report(run_dir, n_boot=args.n_boot)
+    print(f"report: {path}")
+    return 0
+
+
 def cmd_weights_import(args: argparse.Namespace) -> int:
     from skintl.encoders.importers import import_checkpoint
 
@@ -176,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("config", help="YAML study config")
         sp.add_argument("--run-dir", help="output folder (default runs/<config name>)")
         sp.set_defaults(func=cmd_stage)
+    r = sub.add_parser("report", help="write the HTML report of a finished run directory")
+    r.add_argument("run_dir", help="run directory of `skintl study`")
+    r.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of patients")
+    r.set_defaults(func=cmd_report)
     _add_weights(sub)
     _add_pretrain(sub)
     return p

@@ -34,7 +34,7 @@ def prepare_run_dir(cfg: StudyConfig, run_dir: Path) -> Path:
     return run_dir
 
 
-def run_study(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
+def run_study(cfg: StudyConfig, run_dir: Path, report: bool = True) -> pd.DataFrame:
     """All stages in order; finished work in ``run_dir`` is reused. Returns the metrics table."""
     prepare_run_dir(cfg, run_dir)
     run_data(cfg, run_dir)
@@ -45,4 +45,8 @@ def run_study(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
     run_features(cfg, run_dir)
     table = run_evaluation(cfg, run_dir)
     write_text(summary_text(table), run_dir / "summary.txt")
+    if report:
+        from skintl.report.html import write_report
+
+        log.info("report: %s", write_report(run_dir))
     return table

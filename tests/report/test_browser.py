@@ -34,14 +34,21 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+pytestmark = pytest.mark.skipif(
+    chromium_path() is None,
+    reason="Chromium not found: apt-get install chromium (or set $SKINTL_CHROMIUM)",
+)
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed: pip install playwright"
+)
+
+
 def render(html: Path, screenshot: Path) -> dict[str, Any]:
     """Open ``html`` via file://, collect errors and what was rendered, save a full-page PNG."""
-    from playwright.sync_api import sync_playwright
-
     exe = chromium_path()
     assert exe is not None
     errors: list[str] = []
-    with sync_playwright() as p:
+    with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -66,9 +73,6 @@ def render(html: Path, screenshot: Path) -> dict[str, Any]:
 
 
 def test_report_renders_in_headless_chromium(fake_report: Path, tmp_path: Path) -> None:
-    if chromium_path() is None:
-        pytest.skip("Chromium not found: apt-get install chromium (or set $SKINTL_CHROMIUM)")
-    pytest.importorskip("playwright", reason="playwright is not installed: pip install playwright")
     shot = tmp_path / "report.png"
     state = render(fake_report, shot)
     assert state["errors"] == []

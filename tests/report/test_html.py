@@ -97,11 +97,6 @@ def test_tables_show_cis_best_values_citation_and_tests(parsed: tuple[str, _Link
 
 
 def test_no_citation_for_other_data(fake_run: Path) -> None:
-    import pandas as pd
-
-    from skintl.report.context import PAD_UFES_CITATION, protocol_context
-    from skintl.report.stage import read_config
-
     cfg = read_config(fake_run)
     index = pd.read_parquet(fake_run / "patches" / "index.parquet")
     ctx = protocol_context(fake_run, cfg, index, {}, 10, 0.05, 0)
