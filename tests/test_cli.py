@@ -33,6 +33,8 @@ def test_study_writes_every_stage(finished_run: Path, capsys: pytest.CaptureFixt
         "evaluation/folds.parquet",
         "evaluation/metrics.csv",
         "summary.txt",
+        "report/index.html",
+        "report/main_table.csv",
     ]:
         assert (run / rel).is_file(), rel
     for layer in ["layer1", "layer2", "layer3", "layer4"]:
@@ -117,3 +119,12 @@ def test_weights_import_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     assert main(["weights", "import", str(src), "--format", "moco", "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert "skintl: error:" in err and "Traceback" not in err and src.name in err
+
+
+def test_report_command(finished_run: Path, capsys: pytest.CaptureFixture) -> None:
+    html = finished_run / "run" / "report" / "index.html"
+    html.unlink()
+    assert main(["report", str(finished_run / "run"), "--n-boot", "50"]) == 0
+    assert html.is_file() and "report:" in capsys.readouterr().out
+    assert main(["report", str(finished_run / "nowhere")]) == 2
+    assert "no evaluation results" in capsys.readouterr().err
