@@ -45,9 +45,9 @@ def test_mlp_requires_groups() -> None:
 
 def test_registered_classifiers_get_groups_and_clone() -> None:
     X, y, groups = _blobs()
-    for name in ("mlp", "logreg"):
+    for name in ("mlp", "logreg", "svm_linear", "svm_rbf", "knn"):
         est = clone(CLASSIFIERS.get(name)(EvaluationConfig(), 0))
         fitted = fit_grouped(est, X, y, groups)
         assert list(fitted.classes_) == sorted(set(y))
-    with pytest.raises(KeyError, match="valid names: logreg, mlp"):
-        CLASSIFIERS.get("svm-typo")
+    with pytest.raises(KeyError, match="valid names: knn, logreg, mlp, svm_linear, svm_rbf, thesis_mlp"):
+        CLASSIFIERS.get("svm-typo")  # noqa: B018

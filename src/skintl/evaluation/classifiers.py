@@ -22,7 +22,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
+from sklearn.svm import SVC, LinearSVC
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from skintl.config import EvaluationConfig
@@ -139,26 +139,35 @@ def _logreg(cfg: EvaluationConfig, seed: int) -> BaseEstimator:
 
 
 class SoftmaxSVC(ClassifierMixin, BaseEstimator):
-    """RBF SVC whose ``predict_proba`` is the softmax of its one-vs-rest decision values.
+    """SVM whose ``predict_proba`` is the softmax of its one-vs-rest decision values.
 
     One SVC fit per fold (Platt calibration would fit five more and split patches, not
     patients). The scores rank like the decision values, which is what AUC needs; they are not
     calibrated probabilities. ``class_weight="balanced"`` as in the baselines' usual set-up.
     """
 
-    def __init__(self, C: float = 1.0, gamma: float | str = "scale") -> None:
+    def __init__(
+        self, C: float = 1.0, gamma: float | str = "scale", kernel: str = "rbf", seed: int = 0
+    ) -> None:
         self.C = C
         self.gamma = gamma
+        self.kernel = kernel
+        self.seed = seed
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> SoftmaxSVC:
         X, y = validate_data(self, X, y)
-        self.svc_ = SVC(
-            kernel="rbf",
-            C=self.C,
-            gamma=self.gamma,
-            class_weight="balanced",
-            decision_function_shape="ovr",
-        ).fit(X, y)
+        svm: Any
+        if self.kernel == "linear":  # liblinear: one-vs-rest, scales to many patches
+            svm = LinearSVC(C=self.C, class_weight="balanced", random_state=self.seed)
+        else:
+            svm = SVC(
+                kernel=self.kernel,
+                C=self.C,
+                gamma=self.gamma,
+                class_weight="balanced",
+                decision_function_shape="ovr",
+            )
+        self.svc_ = svm.fit(X, y)
         self.classes_ = self.svc_.classes_
         return self
 
@@ -177,6 +186,11 @@ class SoftmaxSVC(ClassifierMixin, BaseEstimator):
 @CLASSIFIERS.register("svm_rbf")
 def _svm_rbf(cfg: EvaluationConfig, seed: int) -> BaseEstimator:
     return make_pipeline(StandardScaler(), SoftmaxSVC())
+
+
+@CLASSIFIERS.register("svm_linear")
+def _svm_linear(cfg: EvaluationConfig, seed: int) -> BaseEstimator:
+    return make_pipeline(StandardScaler(), SoftmaxSVC(C=0.01, kernel="linear", seed=seed))
 
 
 @CLASSIFIERS.register("knn")
