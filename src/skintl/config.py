@@ -130,6 +130,19 @@ class LogRegConfig(_Strict):
     max_iter: int = Field(1000, ge=10)
 
 
+class FineTuneCellConfig(_Strict):
+    """End-to-end fine-tuning of an encoder truncated after ``layer``, with a small head."""
+
+    encoder: str
+    layer: str = "layer2"
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(128, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    head_hidden: int = Field(0, ge=0)
+    patience: int = Field(2, ge=1)
+    accelerator: str = "auto"
+
+
 class EvaluationConfig(_Strict):
     splits: SplitConfig = Field(default_factory=SplitConfig)  # type: ignore[arg-type]
     classifiers: list[str] = Field(default_factory=lambda: ["mlp", "logreg"])
@@ -138,6 +151,8 @@ class EvaluationConfig(_Strict):
     #: single extra cells, e.g. the leaky thesis-protocol replica on one encoder and layer:
     #: [{encoder: r18-random, layer: layer2, classifier: thesis_mlp}]
     extra_cells: list[dict[str, str]] = Field(default_factory=list)
+    #: fine-tuning cells (Lightning), classifier name "finetune" in tables
+    finetune: list[FineTuneCellConfig] = Field(default_factory=list)
     mlp: MLPConfig = Field(default_factory=MLPConfig)  # type: ignore[arg-type]
     logreg: LogRegConfig = Field(default_factory=LogRegConfig)  # type: ignore[arg-type]
     #: parallel jobs over folds (joblib's convention; -1 = all cores), one BLAS thread each
@@ -204,6 +219,13 @@ class StudyConfig(_Strict):
                 raise ValueError(
                     f"{where} maps to unknown classes {unknown}; declared classes are "
                     f"{self.classes} (add them to `classes:` or fix the spelling)"
+                )
+        encoder_names = {e.name for e in self.features.encoders}
+        for ft in self.evaluation.finetune:
+            if ft.encoder not in encoder_names or ft.layer not in LAYERS:
+                raise ValueError(
+                    f"evaluation.finetune: encoder {ft.encoder!r} / layer {ft.layer!r} unknown; "
+                    f"encoders are {sorted(encoder_names)}, layers {list(LAYERS)}"
                 )
         runs = {r.name: r for r in self.pretrain}
         for enc in self.features.encoders:

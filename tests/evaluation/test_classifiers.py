@@ -49,5 +49,6 @@ def test_registered_classifiers_get_groups_and_clone() -> None:
         est = clone(CLASSIFIERS.get(name)(EvaluationConfig(), 0))
         fitted = fit_grouped(est, X, y, groups)
         assert list(fitted.classes_) == sorted(set(y))
-    with pytest.raises(KeyError, match="valid names: knn, logreg, mlp, svm_linear, svm_rbf, thesis_mlp"):
-        CLASSIFIERS.get("svm-typo")  # noqa: B018
+    valid = "valid names: knn, logreg, mlp, svm_linear, svm_rbf, thesis_mlp"
+    with pytest.raises(KeyError, match=valid):
+        CLASSIFIERS.get("svm-typo")

@@ -11,6 +11,8 @@ import json
 import logging
 import shutil
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +23,15 @@ from sklearn.base import clone
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from skintl.config import StudyConfig
+from skintl.config import FineTuneCellConfig, StudyConfig
 from skintl.data.stage import fingerprint, load_patches
 from skintl.evaluation.classifiers import CLASSIFIERS, fit_grouped
 from skintl.evaluation.metrics import classification_metrics, metric_columns
 from skintl.evaluation.splits import check_training_classes, outer_splits
 from skintl.features.handcrafted import HANDCRAFTED_LAYER
-from skintl.features.stage import load_features
+from skintl.features.stage import load_features, weights_id
 from skintl.io import write_json, write_npy, write_parquet, write_text
+from skintl.pretrain.stage import resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,7 @@ def run_cell(
     X: np.ndarray,
     index: pd.DataFrame,
     fold: np.ndarray,
-    clf_name: str,
+    est: Any,
     desc: str,
     partial: Path | None = None,
 ) -> pd.DataFrame:
@@ -88,7 +91,6 @@ def run_cell(
     cell resumes with the folds it had not finished.
     """
     e = cfg.evaluation
-    est = CLASSIFIERS.get(clf_name)(e, cfg.seed)
     y, groups = index["class"].to_numpy(), index["patient_id"].to_numpy()
     n_folds = int(fold.max()) + 1
     jobs = (
@@ -113,12 +115,6 @@ def run_cell(
     return pd.concat(parts, ignore_index=True).sort_values("patch", ignore_index=True)
 
 
-def classifier_params(clf: str, cfg: StudyConfig) -> dict[str, str]:
-    """Every hyper-parameter of classifier ``clf`` as built for ``cfg`` (for fingerprints)."""
-    est = CLASSIFIERS.get(clf)(cfg.evaluation, cfg.seed)
-    return {k: repr(v) for k, v in sorted(est.get_params(deep=True).items())}
-
-
 def cell_metrics(pred: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
     """Pooled metrics and per-fold metrics of one cell's predictions."""
     proba = pred[[f"prob_{c}" for c in classes]].to_numpy()
@@ -136,42 +132,78 @@ def run_evaluation(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
     out = run_dir / "evaluation"
     fold = make_folds(cfg, index)
     write_parquet(index.assign(fold=fold)[["patient_id", "class", "fold"]], out / "folds.parquet")
-    e = cfg.evaluation
     base_fp = {"folds": fingerprint(fold.tolist()), "seed": cfg.seed, "classes": cfg.classes}
-    cells = [
-        (enc.name, layer, clf)
-        for enc in cfg.features.encoders
-        for layer in cfg.features.layers
-        for clf in e.classifiers
-    ]
-    cells += [
-        (name, HANDCRAFTED_LAYER, clf)
-        for name in cfg.features.handcrafted
-        for clf in e.handcrafted_classifiers
-    ]
-    cells += [(c["encoder"], c["layer"], c["classifier"]) for c in e.extra_cells]
     rows = []
-    for enc, layer, clf in tqdm(cells, desc="evaluate", unit="cell"):
-        cell_dir = out / enc / layer / clf
-        feat_meta = json.loads((run_dir / "features" / enc / f"{layer}.json").read_text())
-        fp = fingerprint(
-            {**base_fp, "features": feat_meta["fingerprint"], "clf": clf,
-             "params": classifier_params(clf, cfg)}
-        )  # fmt: skip
+    for cell in tqdm(_cells(cfg, run_dir), desc="evaluate", unit="cell"):
+        cell_dir = out / cell.encoder / cell.layer / cell.classifier
+        fp = fingerprint({**base_fp, **cell.fingerprint})
         metrics = _cached_metrics(cell_dir, fp)
         if metrics is None:
-            X = load_features(run_dir, enc, layer)
             partial = cell_dir / f"partial-{fp}"
-            pred = run_cell(cfg, X, index, fold, clf, f"{enc}/{layer}/{clf}", partial)
+            desc = f"{cell.encoder}/{cell.layer}/{cell.classifier}"
+            pred = run_cell(cfg, cell.load_x(), index, fold, cell.estimator, desc, partial)
             metrics = cell_metrics(pred, cfg.classes)
             write_parquet(pred, cell_dir / "predictions.parquet")
             # metrics.json is written last: its presence marks the cell complete
             write_json({"fingerprint": fp, **metrics}, cell_dir / "metrics.json")
             shutil.rmtree(partial, ignore_errors=True)
-        rows.append(_summary_row(enc, layer, clf, metrics, cfg.classes))
+        rows.append(_summary_row(cell.encoder, cell.layer, cell.classifier, metrics, cfg.classes))
     table = pd.DataFrame(rows)
     write_text(table.to_csv(index=False), out / "metrics.csv")
     return table
+
+
+@dataclass
+class Cell:
+    """One evaluated configuration: what it is called, reads, fits, and depends on."""
+
+    encoder: str
+    layer: str
+    classifier: str
+    load_x: Callable[[], np.ndarray]
+    estimator: Any
+    fingerprint: dict[str, Any]
+
+
+def _feature_cell(cfg: StudyConfig, run_dir: Path, enc: str, layer: str, clf: str) -> Cell:
+    meta = json.loads((run_dir / "features" / enc / f"{layer}.json").read_text())
+    est = CLASSIFIERS.get(clf)(cfg.evaluation, cfg.seed)
+    fp = {"features": meta["fingerprint"], "clf": clf, "params": _params(est)}
+    return Cell(enc, layer, clf, lambda: load_features(run_dir, enc, layer), est, fp)
+
+
+def _finetune_cell(cfg: StudyConfig, run_dir: Path, ft: FineTuneCellConfig) -> Cell:
+    from skintl.evaluation.finetune import finetune_factory
+
+    enc = next(e for e in cfg.features.encoders if e.name == ft.encoder)
+    weights = resolve_weights(enc.weights, run_dir)
+    est = finetune_factory(
+        enc.arch, weights, ft.layer, epochs=ft.epochs, batch_size=ft.batch_size, lr=ft.lr,
+        head_hidden=ft.head_hidden, patience=ft.patience, accelerator=ft.accelerator,
+        validation_fraction=cfg.evaluation.splits.validation_fraction, seed=cfg.seed,
+        input_size=cfg.features.input_size,
+    )  # fmt: skip
+    patches_fp = json.loads((run_dir / "patches" / "meta.json").read_text())["fingerprint"]
+    fp = {"patches": patches_fp, "weights": weights_id(weights, cfg.seed), "clf": "finetune",
+          "params": _params(est)}  # fmt: skip
+    return Cell(ft.encoder, ft.layer, "finetune", lambda: np.asarray(load_patches(run_dir)[0]),
+                est, fp)  # fmt: skip
+
+
+def _cells(cfg: StudyConfig, run_dir: Path) -> list[Cell]:
+    """Every cell of the study, in table order, sharing the same folds."""
+    e, f = cfg.evaluation, cfg.features
+    specs = [(enc.name, layer, clf) for enc in f.encoders for layer in f.layers
+             for clf in e.classifiers]  # fmt: skip
+    specs += [(n, HANDCRAFTED_LAYER, clf) for n in f.handcrafted
+              for clf in e.handcrafted_classifiers]  # fmt: skip
+    specs += [(c["encoder"], c["layer"], c["classifier"]) for c in e.extra_cells]
+    cells = [_feature_cell(cfg, run_dir, *spec) for spec in specs]
+    return cells + [_finetune_cell(cfg, run_dir, ft) for ft in e.finetune]
+
+
+def _params(est: Any) -> dict[str, str]:
+    return {k: repr(v) for k, v in sorted(est.get_params(deep=True).items())}
 
 
 def _cached_metrics(cell_dir: Path, fp: str) -> dict[str, Any] | None:

@@ -26,7 +26,7 @@ from skintl.pretrain.stage import resolve_weights
 log = logging.getLogger(__name__)
 
 
-def _weights_id(weights: str, seed: int) -> str:
+def weights_id(weights: str, seed: int) -> str:
     if weights == "random":
         return f"random-seed{seed}"
     if weights == "imagenet":
@@ -56,7 +56,7 @@ def run_features(cfg: StudyConfig, run_dir: Path, progress: bool = True) -> None
             {
                 "patches": patches_fp,
                 "arch": enc.arch,
-                "weights": _weights_id(weights, cfg.seed),
+                "weights": weights_id(weights, cfg.seed),
                 "input_size": f.input_size,
             }
         )
