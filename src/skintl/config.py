@@ -187,7 +187,7 @@ class PretrainRunConfig(_Strict):
     crop_size: int = Field(64, ge=16)
     color_strength: float = Field(0.25, ge=0)
     #: method hyper-parameters, e.g. {temperature: 0.2, queue_size: 4096}
-    options: dict[str, float | int] = Field(default_factory=dict)
+    options: dict[str, int | float] = Field(default_factory=dict)
     accelerator: str = "auto"
     devices: int | str = "auto"
     strategy: str = "auto"

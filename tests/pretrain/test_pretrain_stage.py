@@ -47,6 +47,10 @@ def test_study_pretrains_then_reuses(
 
     monkeypatch.setattr(stage, "run_one", lambda *a, **k: pytest.fail("pre-trained again"))
     assert main(["study", str(config), "--run-dir", str(run_dir)]) == 0
+    # changed settings under the same name: a clear error, never a silent reuse
+    cfg["pretrain"][0]["epochs"] = 2
+    write_config(config, cfg)
+    assert main(["study", str(config), "--run-dir", str(run_dir)]) == 2
 
 
 def test_unknown_pretrain_name_is_a_config_error(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from skintl.config import PretrainRunConfig, StudyConfig, load_config
+from skintl.config import ConfigError, PretrainRunConfig, StudyConfig, load_config
+from skintl.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +53,17 @@ def run_pretrain(cfg: StudyConfig, run_dir: Path) -> list[Path]:
     paths = []
     for run in cfg.pretrain:
         path = encoder_path(run_dir, run.name)
+        settings = path.parent / "run.json"
+        wanted = {**run.model_dump(mode="json"), "seed": cfg.seed}
+        if settings.is_file() and json.loads(settings.read_text()) != wanted:
+            raise ConfigError(
+                f"pretrain run {run.name!r}: its settings changed since {path.parent} was made; "
+                "give the run a new name, or delete that folder to train it again"
+            )
         if path.is_file():
             log.info("pretrain %s: reusing %s", run.name, path)
         else:
+            write_json(wanted, settings)
             log.info("pretrain %s: %s %s on %s", run.name, run.method, run.arch, run.source)
             path = run_one(run, path.parent, cfg.seed)
         paths.append(path)
