@@ -158,7 +158,10 @@ def embed(
     if k < Z.shape[1]:
         Z = PCA(n_components=k, random_state=seed).fit_transform(Z)
     perplexity = float(min(30.0, max(2.0, (len(rows) - 1) / 3)))
-    tsne = TSNE(2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed)
+    # 500 iterations: the layout is settled for the <= 1500 points drawn, at half the cost
+    tsne = TSNE(
+        2, perplexity=perplexity, init="pca", learning_rate="auto", max_iter=500, random_state=seed
+    )
     return rows, tsne.fit_transform(Z)
 
 
