@@ -5,6 +5,8 @@ No patient ever appears in two of train / validation / test of one fold.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from sklearn.model_selection import (
     GroupKFold,
@@ -50,9 +52,13 @@ def outer_splits(
 
 def validation_split(groups: np.ndarray, fraction: float, seed: int = 0) -> Split:
     """(fit_idx, val_idx) of a training set, holding out ``fraction`` of its patients."""
-    if len(np.unique(groups)) < 2:
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
         raise SplitError("a validation split by patient needs at least 2 training patients")
-    gss = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+    # ceil(fraction x patients), as scikit-learn rounds a fractional test_size, but at least
+    # one patient on each side
+    n_val = min(max(1, math.ceil(fraction * n_groups)), n_groups - 1)
+    gss = GroupShuffleSplit(n_splits=1, test_size=n_val, random_state=seed)
     fit_idx, val_idx = next(gss.split(np.zeros(len(groups)), groups=groups))
     return fit_idx, val_idx
 
