@@ -128,6 +128,9 @@ class LogRegConfig(_Strict):
     #: correlated, and C = 0.1 converges in a few hundred L-BFGS steps where C = 1 takes thousands
     C: float = Field(0.1, gt=0)
     max_iter: int = Field(1000, ge=10)
+    #: "balanced" weights classes inversely to their frequency (raises balanced accuracy when
+    #: healthy patches dominate); None keeps the study's unweighted loss
+    class_weight: Literal["balanced"] | None = None
 
 
 class FineTuneCellConfig(_Strict):

@@ -134,7 +134,10 @@ def _mlp(cfg: EvaluationConfig, seed: int) -> BaseEstimator:
 @CLASSIFIERS.register("logreg")
 def _logreg(cfg: EvaluationConfig, seed: int) -> BaseEstimator:
     # multinomial (softmax) logistic regression on standardised features; L2 strength C
-    lr = LogisticRegression(C=cfg.logreg.C, max_iter=cfg.logreg.max_iter, random_state=seed)
+    lr = LogisticRegression(
+        C=cfg.logreg.C, max_iter=cfg.logreg.max_iter, class_weight=cfg.logreg.class_weight,
+        random_state=seed,
+    )  # fmt: skip
     return make_pipeline(StandardScaler(), lr)
 
 
