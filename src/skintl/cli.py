@@ -30,15 +30,18 @@ def _run_dir(args: argparse.Namespace, cfg: StudyConfig) -> Path:
     return Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
 
 
-def cmd_study(args: argparse.Namespace) -> int:
+def _study_and_print(cfg: StudyConfig, run_dir: Path) -> int:
     from skintl.evaluation.stage import summary_text
     from skintl.study import run_study
 
-    cfg = load_config(args.config)
-    table = run_study(cfg, _run_dir(args, cfg))
-    print(summary_text(table))
-    print(f"results in {_run_dir(args, cfg)}")
+    print(summary_text(run_study(cfg, run_dir)))
+    print(f"results in {run_dir}")
     return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    return _study_and_print(cfg, _run_dir(args, cfg))
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
@@ -63,15 +66,8 @@ def demo_config() -> StudyConfig:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from skintl.evaluation.stage import summary_text
-    from skintl.study import run_study
-
     cfg = demo_config()
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / "demo"
-    table = run_study(cfg, run_dir)
-    print(summary_text(table))
-    print(f"results in {run_dir}")
-    return 0
+    return _study_and_print(cfg, Path(args.run_dir) if args.run_dir else Path("runs") / "demo")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

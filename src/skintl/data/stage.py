@@ -44,13 +44,17 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _stage_done(meta_path: Path, fp: str) -> bool:
-    if not meta_path.is_file():
-        return False
+def fingerprint_matches(meta_path: Path, fp: str) -> bool:
+    """Whether the JSON record ``meta_path`` (written last, marking work complete) holds ``fp``."""
     try:
         return bool(json.loads(meta_path.read_text()).get("fingerprint") == fp)
-    except json.JSONDecodeError:
+    except (OSError, json.JSONDecodeError):
         return False
+
+
+def patches_fingerprint(run_dir: Path) -> str:
+    """The fingerprint of the run's patches, which every later stage depends on."""
+    return str(json.loads((run_dir / "patches" / "meta.json").read_text())["fingerprint"])
 
 
 def run_data(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
@@ -124,7 +128,7 @@ def run_patches(cfg: StudyConfig, run_dir: Path) -> tuple[np.ndarray, pd.DataFra
             ].values.tolist(),
         }
     )
-    if _stage_done(out / "meta.json", fp):
+    if fingerprint_matches(out / "meta.json", fp):
         log.info("patches up to date in %s", out)
         return load_patches(run_dir)
     rng = np.random.default_rng(cfg.seed)

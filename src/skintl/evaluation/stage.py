@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from skintl.config import FineTuneCellConfig, StudyConfig
-from skintl.data.stage import fingerprint, load_patches
+from skintl.data.stage import fingerprint, load_patches, patches_fingerprint
 from skintl.evaluation.classifiers import CLASSIFIERS, fit_grouped
 from skintl.evaluation.metrics import classification_metrics, metric_columns
 from skintl.evaluation.splits import check_training_classes, outer_splits
@@ -183,9 +183,8 @@ def _finetune_cell(cfg: StudyConfig, run_dir: Path, ft: FineTuneCellConfig) -> C
         validation_fraction=cfg.evaluation.splits.validation_fraction, seed=cfg.seed,
         input_size=cfg.features.input_size,
     )  # fmt: skip
-    patches_fp = json.loads((run_dir / "patches" / "meta.json").read_text())["fingerprint"]
-    fp = {"patches": patches_fp, "weights": weights_id(weights, cfg.seed), "clf": "finetune",
-          "params": _params(est)}  # fmt: skip
+    fp = {"patches": patches_fingerprint(run_dir), "weights": weights_id(weights, cfg.seed),
+          "clf": "finetune", "params": _params(est)}  # fmt: skip
     return Cell(ft.encoder, ft.layer, "finetune", lambda: np.asarray(load_patches(run_dir)[0]),
                 est, fp)  # fmt: skip
 

@@ -7,7 +7,6 @@ record no longer matches (other patches, weights or input size) or the array is 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 
 from skintl.config import StudyConfig
-from skintl.data.stage import fingerprint, load_patches
+from skintl.data.stage import fingerprint, fingerprint_matches, load_patches, patches_fingerprint
 from skintl.encoders.backbones import layer_info, load_backbone, sha256_file
 from skintl.features.extract import extract_features
 from skintl.features.handcrafted import HANDCRAFTED_LAYER, handcrafted_features
@@ -35,10 +34,10 @@ def weights_id(weights: str, seed: int) -> str:
 
 
 def _is_valid(folder: Path, layer: str, fp: str, shape: tuple[int, int]) -> bool:
-    meta = folder / f"{layer}.json"
+    if not fingerprint_matches(folder / f"{layer}.json", fp):
+        return False
     try:
-        ok = json.loads(meta.read_text()).get("fingerprint") == fp
-        return ok and np.load(folder / f"{layer}.npy", mmap_mode="r").shape == shape
+        return np.load(folder / f"{layer}.npy", mmap_mode="r").shape == shape
     except (OSError, ValueError):
         return False
 
@@ -46,7 +45,7 @@ def _is_valid(folder: Path, layer: str, fp: str, shape: tuple[int, int]) -> bool
 def run_features(cfg: StudyConfig, run_dir: Path, progress: bool = True) -> None:
     """Extract every configured layer of every encoder, computing only what is missing."""
     patches, index = load_patches(run_dir)
-    patches_fp = json.loads((run_dir / "patches" / "meta.json").read_text())["fingerprint"]
+    patches_fp = patches_fingerprint(run_dir)
     f = cfg.features
     run_handcrafted(cfg, run_dir, patches, patches_fp)
     for enc in f.encoders:
@@ -93,7 +92,7 @@ def run_handcrafted(cfg: StudyConfig, run_dir: Path, patches: np.ndarray, patche
         folder = run_dir / "features" / name
         fp = fingerprint({"patches": patches_fp, "handcrafted": name})
         meta = folder / f"{HANDCRAFTED_LAYER}.json"
-        if meta.is_file() and json.loads(meta.read_text()).get("fingerprint") == fp:
+        if fingerprint_matches(meta, fp):
             continue
         log.info("hand-crafted features %s of %d patches", name, len(patches))
         feats = handcrafted_features(name, patches)
