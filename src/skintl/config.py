@@ -90,6 +90,9 @@ class FeatureConfig(_Strict):
     #: resize patches to this many pixels before the encoder (None: keep the patch size)
     input_size: int | None = Field(None, ge=8)
     batch_size: int = Field(256, ge=1)
+    #: where the encoders run: "auto" (a CUDA GPU when PyTorch sees one), "cpu", "cuda", "cuda:N";
+    #: on a GPU the pass stays full fp32 (TF32 off), so cached features do not depend on it
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     #: classical descriptors evaluated as baselines on the same folds: lbp_yiq, colour_lbp
     handcrafted: list[str] = Field(default_factory=list)
 

@@ -57,3 +57,54 @@ def test_input_resize_and_normalisation() -> None:
 def test_unknown_layer_lists_valid_ones(nets: dict) -> None:
     with pytest.raises(KeyError, match=r"layer5.*valid: stem, layer1"):
         LayerTaps(nets["resnet18"], ["layer5"])
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(nets: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from skintl.config import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    patches = np.zeros((2, 32, 32, 3), np.uint8)
+    with pytest.raises(ConfigError, match=r"features.device is 'cuda'.*set features.device"):
+        extract_features(nets["resnet18"], patches, ["layer1"], progress=False, device="cuda")
+    # "auto" falls back to the CPU
+    feats = extract_features(nets["resnet18"], patches, ["layer1"], progress=False, device="auto")
+    assert feats["layer1"].shape == (2, 64)
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "tpu"])
+def test_config_rejects_unknown_devices(device: str) -> None:
+    from skintl.config import ConfigError, parse_config
+
+    cfg = {"data": {"source": "synthetic"}, "features": {"encoders": [{"name": "r", "arch":
+           "resnet18"}], "device": device}}  # fmt: skip
+    with pytest.raises(ConfigError, match="device"):
+        parse_config(cfg)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_gpu_features_equal_cpu_fp32(nets: dict, arch: str) -> None:
+    """On CUDA the pass is full fp32 (TF32 off): every layer within 1e-4 of the CPU's."""
+    patches = np.random.default_rng(2).integers(0, 256, (300, 50, 50, 3), dtype=np.uint8)
+    cpu = extract_features(nets[arch], patches, LAYERS, batch_size=128, progress=False)
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    gpu = extract_features(
+        nets[arch], patches, LAYERS, batch_size=128, progress=False, device="cuda"
+    )
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == tf32
+    assert next(nets[arch].parameters()).device.type == "cpu"  # handed back on the CPU
+    for layer in LAYERS:
+        err = np.linalg.norm(gpu[layer] - cpu[layer]) / np.linalg.norm(cpu[layer])
+        assert err < 1e-4, (layer, err)
+
+
+def test_read_only_memory_mapped_patches_give_no_warning(nets: dict, tmp_path) -> None:
+    import warnings
+
+    np.save(tmp_path / "p.npy", np.zeros((3, 32, 32, 3), np.uint8))
+    patches = np.load(tmp_path / "p.npy", mmap_mode="r")  # as the features stage reads them
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        feats = extract_features(nets["resnet18"], patches, ["layer1"], progress=False)
+    assert feats["layer1"].shape == (3, 64)

@@ -183,3 +183,23 @@ def test_ddp_step_equals_the_single_process_step_on_the_global_batch(method: str
         torch.testing.assert_close(p2, p1, rtol=0, atol=1e-6)  # float32 summation order
     if method == "moco":
         assert int(ddp.queue_ptr) == int(single.queue_ptr) == 8
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("method", ["simclr", "moco"])
+def test_pretrain_on_gpu_in_mixed_precision(method, images, groups, tmp_path) -> None:
+    """bf16/fp16 mixed precision and sync_batchnorm on one GPU; the encoder file is plain."""
+    from skintl.pretrain.train import default_precision
+
+    kwargs = MOCO if method == "moco" else {}
+    run = {**TINY, "accelerator": "gpu"}
+    path = pretrain(images, None, groups, method=method, out_dir=tmp_path, **run, **kwargs)
+    arch, sd, prov = read_encoder_file(path)
+    assert arch == "resnet18"
+    assert prov["precision"] == default_precision("gpu") in ("bf16-mixed", "16-mixed")
+    assert all(v.device.type == "cpu" and v.dtype != torch.bfloat16 for v in sd.values())
+    net, _ = load_backbone("resnet18", str(path))  # strict: SyncBN keys equal BN keys
+    assert isinstance(net.bn1, torch.nn.BatchNorm2d)
+    losses = [float(r["train/loss_epoch"]) for r in _metrics(tmp_path) if r.get("train/loss_epoch")]
+    assert len(losses) == 1 and np.isfinite(losses[0])

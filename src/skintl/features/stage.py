@@ -71,7 +71,14 @@ def run_features(cfg: StudyConfig, run_dir: Path, progress: bool = True) -> None
         torch.manual_seed(cfg.seed)  # random-init encoders are reproducible
         net, provenance = load_backbone(enc.arch, weights)
         feats = extract_features(
-            net, patches, missing, f.batch_size, f.input_size, progress, desc=f"features {enc.name}"
+            net,
+            patches,
+            missing,
+            f.batch_size,
+            f.input_size,
+            progress,
+            desc=f"features {enc.name}",
+            device=f.device,
         )
         for layer in missing:
             write_npy(feats[layer], folder / f"{layer}.npy")
