@@ -127,7 +127,7 @@ def extract_features(
         {layer: (N, C_layer) float32}.
     """
     dev = resolve_device(device)
-    taps = LayerTaps(net.eval(), layers).to(dev, memory_format=torch.channels_last)
+    taps = LayerTaps(net.eval(), layers).to(dev).to(memory_format=torch.channels_last)
     out: dict[str, list[np.ndarray]] = {layer: [] for layer in taps.layers}
     starts = range(0, len(patches), batch_size)
     try:
