@@ -128,3 +128,21 @@ def test_report_command(finished_run: Path, capsys: pytest.CaptureFixture) -> No
     assert html.is_file() and "report:" in capsys.readouterr().out
     assert main(["report", str(finished_run / "nowhere")]) == 2
     assert "no evaluation results" in capsys.readouterr().err
+
+
+def test_building_the_parser_does_not_import_lightning() -> None:
+    """Every command's start-up stays free of Lightning (seconds on a small CPU)."""
+    import subprocess
+    import sys
+
+    code = "import sys; from skintl.cli import build_parser; build_parser(); "
+    code += "print(sorted(m for m in sys.modules if m.split('.')[0] == 'lightning'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_cli_method_names_are_the_registered_methods() -> None:
+    from skintl.pretrain import METHODS
+    from skintl.pretrain.cli import METHOD_NAMES
+
+    assert sorted(METHOD_NAMES) == sorted(METHODS.names())

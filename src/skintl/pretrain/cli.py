@@ -13,13 +13,17 @@ from __future__ import annotations
 import argparse
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
+from skintl.config import PretrainRunConfig
 from skintl.encoders.backbones import BACKBONES
 from skintl.pretrain.augment import AugmentConfig
-from skintl.pretrain.common import METHODS
+
+#: the methods a config or ``--method`` may name (the config's Literal; tests check it against
+#: the ``METHODS`` registry, which imports Lightning)
+METHOD_NAMES: tuple[str, ...] = get_args(PretrainRunConfig.model_fields["method"].annotation)
 
 #: method hyper-parameters exposed as options; passed on only when given
 METHOD_OPTIONS: dict[str, tuple[type, str]] = {
@@ -42,7 +46,7 @@ def _devices(text: str) -> int | str | list[int]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of ``skintl pretrain`` to ``p`` (data options are the caller's)."""
-    p.add_argument("--method", required=True, choices=METHODS.names())
+    p.add_argument("--method", required=True, choices=METHOD_NAMES)
     p.add_argument("--arch", default="resnet18", choices=BACKBONES.names())
     p.add_argument("--out-dir", required=True, type=Path, help="run folder for this encoder")
     p.add_argument("--epochs", type=int, default=100)
@@ -69,6 +73,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def method_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The method options the user gave; an error when ``--method`` does not take one."""
+    from skintl.pretrain import METHODS
+
     accepted = inspect.signature(METHODS.get(args.method)).parameters
     given = {k: getattr(args, k) for k in METHOD_OPTIONS if getattr(args, k, None) is not None}
     wrong = sorted(k for k in given if k not in accepted)

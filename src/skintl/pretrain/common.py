@@ -19,6 +19,11 @@ from skintl.registry import Registry
 METHODS: Registry[Callable[..., L.LightningModule]] = Registry("pre-training method")
 
 
+def register_methods() -> None:
+    """Import the method modules, which register themselves in :data:`METHODS`."""
+    from skintl.pretrain import moco, simclr, supervised  # noqa: F401
+
+
 class MethodModule(Protocol):
     """What :func:`skintl.pretrain.train.pretrain` reads of a method's LightningModule."""
 

@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from skintl.encoders.backbones import save_encoder_file
 from skintl.pretrain.augment import AugmentConfig
-from skintl.pretrain.common import METHODS, MethodModule
+from skintl.pretrain.common import METHODS, MethodModule, register_methods
 from skintl.pretrain.data import PretrainDataModule
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,7 @@ def pretrain(
     Returns:
         Path of the encoder file (written by global rank 0 only).
     """
+    register_methods()
     factory = METHODS.get(method)
     out_dir = Path(out_dir)
     last = out_dir / "checkpoints" / "last.ckpt"
