@@ -27,7 +27,7 @@ from torchvision.models import ResNet
 
 from skintl.encoders.backbones import LAYERS, layer_info, load_backbone
 from skintl.evaluation.splits import validation_split
-from skintl.features.extract import IMAGENET_MEAN, IMAGENET_STD
+from skintl.features.extract import to_input
 from skintl.pretrain.train import default_precision, uses_cuda
 
 
@@ -46,18 +46,6 @@ class GlobalAvgPool(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x.mean(dim=(2, 3))
-
-
-def to_input(x: Tensor, input_size: int | None = None) -> Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, S, S) float32, ImageNet-normalised, as features.preprocess."""
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    if input_size is not None and input_size != x.shape[-1]:
-        x = F.interpolate(
-            x, size=(input_size, input_size), mode="bilinear", antialias=True, align_corners=False
-        )
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
 def dihedral(x: Tensor) -> Tensor:

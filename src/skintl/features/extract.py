@@ -61,6 +61,12 @@ def preprocess(
     """
     # a copy: batches of the memory-mapped patches are read-only, which torch warns about
     x = torch.from_numpy(np.array(batch, dtype=np.uint8)).to(device, non_blocking=True)
+    return to_input(x, input_size)
+
+
+def to_input(x: torch.Tensor, input_size: int | None = None) -> torch.Tensor:
+    """(B, H, W, 3) uint8 tensor -> (B, 3, S, S) float32, ImageNet-normalised, channels_last,
+    on ``x``'s device; :func:`preprocess` for numpy batches."""
     x = x.permute(0, 3, 1, 2).float().div_(255.0)
     if input_size is not None and input_size != x.shape[-1]:
         x = F.interpolate(

@@ -16,8 +16,7 @@ import torch
 from torch import Tensor
 from torchvision.transforms import v2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from skintl.features.extract import IMAGENET_MEAN, IMAGENET_STD
 
 Transform = Callable[[np.ndarray], Tensor]
 
