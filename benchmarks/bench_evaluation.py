@@ -25,12 +25,13 @@ import numpy as np
 import pandas as pd
 
 from skintl.config import parse_config
-from skintl.data.stage import fingerprint, load_patches
+from skintl.data.stage import load_patches
 from skintl.encoders.backbones import layer_info
 from skintl.evaluation.baselines import ThesisProtocolMLP
 from skintl.evaluation.stage import make_folds, run_evaluation
 from skintl.features.stage import load_features
 from skintl.io import write_json, write_npy, write_parquet
+from skintl.rundir import fingerprint
 
 COUNTS = {"AK": 4629, "healthy": 7002, "SK": 945}
 SIGNAL_DIMS = 32

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from skintl import rundir
 from skintl.config import StudyConfig, dump_config
 from skintl.data.stage import counts_table, load_patches, run_data, run_patches
 from skintl.evaluation.stage import run_evaluation, summary_text
@@ -29,9 +30,7 @@ STAGES: dict[str, Callable[[StudyConfig, Path], Any]] = {
 
 def prepare_run_dir(cfg: StudyConfig, run_dir: Path) -> Path:
     """Create the run directory and record the resolved config in it."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(dump_config(cfg), run_dir / "config.yaml")
-    return run_dir
+    return rundir.prepare_run_dir(dump_config(cfg), run_dir)
 
 
 def run_study(cfg: StudyConfig, run_dir: Path, report: bool = True) -> pd.DataFrame:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,29 +29,11 @@ from skintl.data.sources import (
 )
 from skintl.io import write_json, write_npy, write_parquet, write_text
 from skintl.labels import HEALTHY
+from skintl.rundir import fingerprint, fingerprint_matches
 
 log = logging.getLogger(__name__)
 
 INDEX_COLUMNS = ["patient_id", "image", "image_idx", "class", "x", "y"]
-
-
-def fingerprint(obj: Any) -> str:
-    """A stable short hash of a JSON-able object (configs, file lists)."""
-    blob = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def fingerprint_matches(meta_path: Path, fp: str) -> bool:
-    """Whether the JSON record ``meta_path`` (written last, marking work complete) holds ``fp``."""
-    try:
-        return bool(json.loads(meta_path.read_text()).get("fingerprint") == fp)
-    except (OSError, json.JSONDecodeError):
-        return False
-
-
-def patches_fingerprint(run_dir: Path) -> str:
-    """The fingerprint of the run's patches, which every later stage depends on."""
-    return str(json.loads((run_dir / "patches" / "meta.json").read_text())["fingerprint"])
 
 
 def run_data(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:

@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from skintl.config import FineTuneCellConfig, StudyConfig
-from skintl.data.stage import fingerprint, load_patches, patches_fingerprint
+from skintl.data.stage import load_patches
 from skintl.evaluation.classifiers import CLASSIFIERS, fit_grouped
 from skintl.evaluation.metrics import classification_metrics, metric_columns
 from skintl.evaluation.splits import check_training_classes, outer_splits
@@ -32,6 +32,7 @@ from skintl.features.handcrafted import HANDCRAFTED_LAYER
 from skintl.features.stage import load_features, weights_id
 from skintl.io import write_json, write_npy, write_parquet, write_text
 from skintl.pretrain.stage import resolve_weights
+from skintl.rundir import fingerprint, patches_fingerprint
 
 log = logging.getLogger(__name__)
 

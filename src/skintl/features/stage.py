@@ -15,12 +15,13 @@ import numpy as np
 import torch
 
 from skintl.config import StudyConfig
-from skintl.data.stage import fingerprint, fingerprint_matches, load_patches, patches_fingerprint
+from skintl.data.stage import load_patches
 from skintl.encoders.backbones import layer_info, load_backbone, sha256_file
 from skintl.features.extract import extract_features
 from skintl.features.handcrafted import HANDCRAFTED_LAYER, handcrafted_features
 from skintl.io import write_json, write_npy
 from skintl.pretrain.stage import resolve_weights
+from skintl.rundir import fingerprint, fingerprint_matches, patches_fingerprint
 
 log = logging.getLogger(__name__)
 

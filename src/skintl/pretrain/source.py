@@ -16,10 +16,10 @@ import pandas as pd
 from skimage.transform import resize
 from tqdm import tqdm
 
-from skintl.config import StudyConfig
+from skintl.config import StudyConfig, dump_config
 from skintl.data.sources import read_rgb
 from skintl.data.stage import load_patches, run_data, run_patches
-from skintl.study import prepare_run_dir
+from skintl.rundir import prepare_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def load_source(
     ``positives="lesion"`` groups patches of one photo (one lesion per photo in PAD-UFES);
     ``"patient"`` groups all patches or photos of one patient.
     """
-    data_dir = prepare_run_dir(cfg, out_dir / "source")
+    data_dir = prepare_run_dir(dump_config(cfg), out_dir / "source")
     manifest = run_data(cfg, data_dir)
     if kind == "patches":
         run_patches(cfg, data_dir)

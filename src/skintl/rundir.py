@@ -1,0 +1,41 @@
+"""Run-directory helpers every stage shares: fingerprints of what a stage was computed from.
+
+A stage writes a JSON record last, holding the fingerprint of everything its output depends on
+(settings, input file contents, its upstream stage's fingerprint). A later stage compares
+fingerprints before reusing or reading anything, so a stale file is never paired with new inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from skintl.io import write_text
+
+
+def fingerprint(obj: Any) -> str:
+    """A stable short hash of a JSON-able object (configs, file lists)."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def fingerprint_matches(meta_path: Path, fp: str) -> bool:
+    """Whether the JSON record ``meta_path`` (written last, marking work complete) holds ``fp``."""
+    try:
+        return bool(json.loads(meta_path.read_text()).get("fingerprint") == fp)
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def patches_fingerprint(run_dir: Path) -> str:
+    """The fingerprint of the run's patches, which every later stage depends on."""
+    return str(json.loads((run_dir / "patches" / "meta.json").read_text())["fingerprint"])
+
+
+def prepare_run_dir(config_text: str, run_dir: Path) -> Path:
+    """Create the run directory and record the resolved config (YAML text) in it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(config_text, run_dir / "config.yaml")
+    return run_dir
