@@ -22,8 +22,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from skintl.data.sources import DataError
     from skintl.encoders.backbones import WeightsError
     from skintl.evaluation.splits import SplitError
+    from skintl.rundir import StaleError
 
-    return (*USER_ERRORS, DataError, SplitError, WeightsError)
+    return (*USER_ERRORS, DataError, SplitError, WeightsError, StaleError)
 
 
 def _run_dir(args: argparse.Namespace, cfg: StudyConfig) -> Path:

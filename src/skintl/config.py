@@ -58,6 +58,8 @@ class DataConfig(_Strict):
     #: patch folders: folder name -> class, e.g. {NORM: healthy, SBL: SK}
     class_aliases: dict[str, str] = Field(default_factory=dict)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)  # type: ignore[arg-type]
+    #: patients left out of the manifest (a pre-training source drops the study's patients here)
+    exclude_patients: list[str] = Field(default_factory=list)
 
 
 class PatchConfig(_Strict):
@@ -198,6 +200,9 @@ class PretrainRunConfig(_Strict):
     devices: int | str = "auto"
     strategy: str = "auto"
     num_workers: int = Field(2, ge=0)
+    #: when the source reads the study's dataset, the study's patients are dropped from it so
+    #: that no encoder sees a test patient's skin; true keeps them (the report warns)
+    allow_shared_patients: bool = False
 
 
 class StudyConfig(_Strict):

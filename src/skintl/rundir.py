@@ -15,6 +15,10 @@ from typing import Any
 from skintl.io import write_text
 
 
+class StaleError(RuntimeError):
+    """An upstream file that was not computed from the run's current inputs; says what to rerun."""
+
+
 def fingerprint(obj: Any) -> str:
     """A stable short hash of a JSON-able object (configs, file lists)."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode()
@@ -39,3 +43,47 @@ def prepare_run_dir(config_text: str, run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(config_text, run_dir / "config.yaml")
     return run_dir
+
+
+def invalidate(meta_path: Path) -> None:
+    """Remove a completion record before its outputs are rewritten.
+
+    Outputs are replaced one file at a time; without this, a crash between two of them would
+    leave the old record vouching for a mix of old and new files.
+    """
+    meta_path.unlink(missing_ok=True)
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    """The SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def content_hashes(paths: list[str], cache_path: Path) -> list[str]:
+    """SHA-256 of each file, re-read only when its size or modification time changed.
+
+    The cache (a JSON file in the run directory) maps a path to its size, mtime and hash, so
+    checking thousands of unchanged photos costs one ``stat`` each, while a file edited in place
+    (even to the same size) is hashed again.
+    """
+    try:
+        cache: dict[str, list[Any]] = json.loads(cache_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        cache = {}
+    out, changed = [], False
+    for p in paths:
+        st = Path(p).stat()
+        key = [st.st_size, st.st_mtime_ns]
+        hit = cache.get(p)
+        if hit is None or hit[:2] != key:
+            hit = [*key, sha256_of(Path(p))]
+            cache[p] = hit
+            changed = True
+        out.append(str(hit[2]))
+    if changed:
+        write_text(json.dumps(cache), cache_path)
+    return out

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from skintl.cli import main
 from studyhelpers import tiny_config, write_config
 
 
-def test_study_pretrains_then_reuses(
-    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    source = write_config(tmp_path / "source.yaml", tiny_config(synthetic_root))
+def _pretrain_study(root: Path, tmp_path: Path, **run_options: object) -> dict:
+    """A study on ``root``'s patients P001-P003 pre-training on every patient of ``root``."""
+    source = write_config(tmp_path / "source.yaml", tiny_config(root))
     run = {
         "name": "tiny-simclr",
         "method": "simclr",
@@ -25,9 +26,11 @@ def test_study_pretrains_then_reuses(
         "num_workers": 0,
         "accelerator": "cpu",
         "positives": "lesion",
+        **run_options,
     }
-    cfg = tiny_config(
-        synthetic_root,
+    return tiny_config(
+        root,
+        data={"include": {"patient_id": ["P001", "P002", "P003"]}},
         pretrain=[run],
         features={
             "encoders": [{"name": "ssl", "arch": "resnet18", "weights": "pretrain:tiny-simclr"}],
@@ -35,6 +38,12 @@ def test_study_pretrains_then_reuses(
         },
         evaluation={"classifiers": ["logreg"]},
     )
+
+
+def test_study_pretrains_then_reuses(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _pretrain_study(synthetic_root, tmp_path)
     config = write_config(tmp_path / "study.yaml", cfg)
     run_dir = tmp_path / "run"
     assert main(["study", str(config), "--run-dir", str(run_dir)]) == 0
@@ -51,6 +60,65 @@ def test_study_pretrains_then_reuses(
     cfg["pretrain"][0]["epochs"] = 2
     write_config(config, cfg)
     assert main(["study", str(config), "--run-dir", str(run_dir)]) == 2
+
+
+def test_study_patients_are_dropped_from_a_source_on_the_same_dataset(
+    synthetic_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import pandas as pd
+
+    config = write_config(tmp_path / "study.yaml", _pretrain_study(synthetic_root, tmp_path))
+    run_dir = tmp_path / "run"
+    with caplog.at_level("INFO"):
+        assert main(["study", str(config), "--run-dir", str(run_dir)]) == 0
+    folder = run_dir / "pretrain" / "tiny-simclr"
+    source = pd.read_parquet(folder / "source" / "manifest.parquet")
+    assert sorted(source["patient_id"]) == ["P004"]
+    assert json.loads((folder / "overlap.json").read_text())["shared_patients"] == 0
+    assert "dropped 3 of 4 rows (3 of 4 patients)" in caplog.text
+
+
+def test_allowed_shared_patients_are_kept_and_flagged(
+    synthetic_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = _pretrain_study(synthetic_root, tmp_path, allow_shared_patients=True)
+    config = write_config(tmp_path / "study.yaml", cfg)
+    run_dir = tmp_path / "run"
+    assert main(["study", str(config), "--run-dir", str(run_dir)]) == 0
+    overlap = json.loads((run_dir / "pretrain" / "tiny-simclr" / "overlap.json").read_text())
+    assert overlap["shared_patients"] == 3 and overlap["source_patients"] == 4
+    assert "holds 3 of the study's 3 patients" in caplog.text
+    from skintl.report.html import write_report
+
+    assert "shares 3 of the study" in write_report(run_dir).read_text()
+
+
+def test_edited_source_config_or_source_file_is_refused(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    config = write_config(tmp_path / "study.yaml", _pretrain_study(root, tmp_path))
+    run_dir = tmp_path / "run"
+    assert main(["study", str(config), "--run-dir", str(run_dir)]) == 0
+    # a source photo edited in place (same size) is a changed input
+    photo = root / "images" / "P004_1.png"
+    from PIL import Image
+
+    im = Image.open(photo)
+    im.rotate(180).save(photo)
+    capsys.readouterr()
+    assert main(["study", str(config), "--run-dir", str(run_dir)]) == 2
+    assert "source data changed" in capsys.readouterr().err
+    # an edited source config (its content, same path) is a changed setting
+    source = tmp_path / "source.yaml"
+    edited = yaml.safe_load(source.read_text())
+    edited["patches"]["stride"] = 8
+    write_config(source, edited)
+    assert main(["study", str(config), "--run-dir", str(run_dir)]) == 2
+    assert "source config" in capsys.readouterr().err
 
 
 def test_unknown_pretrain_name_is_a_config_error(

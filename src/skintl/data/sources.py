@@ -230,6 +230,20 @@ def effective_data_config(cfg: StudyConfig, run_dir: Path) -> DataConfig:
     return synthetic_data_config(data, root)
 
 
+def _exclude_patients(manifest: pd.DataFrame, patients: list[str]) -> pd.DataFrame:
+    if not patients:
+        return manifest
+    drop = manifest["patient_id"].isin(set(patients)).to_numpy()
+    log.info(
+        "data.exclude_patients: dropped %d of %d rows (%d of %d patients)",
+        drop.sum(), len(manifest), manifest.loc[drop, "patient_id"].nunique(),
+        manifest["patient_id"].nunique(),
+    )  # fmt: skip
+    if drop.all():
+        raise DataError("data.exclude_patients removes every row: nothing is left to use")
+    return manifest[~drop].reset_index(drop=True)
+
+
 def build_manifest(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
     """Read the configured source into a validated manifest (generating synthetic data first)."""
     data = effective_data_config(cfg, run_dir)
@@ -237,5 +251,6 @@ def build_manifest(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
         manifest = patch_folders_manifest(data, cfg.classes)
     else:
         manifest = masked_folder_manifest(data, cfg.classes)
+    manifest = _exclude_patients(manifest, data.exclude_patients)
     log.info("manifest: %d rows, %d patients", len(manifest), manifest["patient_id"].nunique())
     return manifest

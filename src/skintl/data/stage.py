@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,17 +32,44 @@ from skintl.data.sources import (
 )
 from skintl.io import write_json, write_npy, write_parquet, write_text
 from skintl.labels import HEALTHY
-from skintl.rundir import fingerprint, fingerprint_matches
+from skintl.rundir import content_hashes, fingerprint, fingerprint_matches, invalidate
 
 log = logging.getLogger(__name__)
 
 INDEX_COLUMNS = ["patient_id", "image", "image_idx", "class", "x", "y"]
 
 
+def data_settings(cfg: StudyConfig, run_dir: Path) -> dict[str, Any]:
+    """Every setting that changes what the manifest and the patches' labels mean."""
+    data = effective_data_config(cfg, run_dir)
+    return {"data": data.model_dump(mode="json"), "classes": cfg.classes}
+
+
+def _hash_files(manifest: pd.DataFrame, run_dir: Path) -> pd.DataFrame:
+    """Content hashes of every photo and annotation file (class-name annotations hash to "")."""
+    cache = run_dir / "file-hashes.json"
+    files = manifest["annotation"].map(lambda a: os.path.isabs(a) and os.path.isfile(a))
+    annotations = manifest["annotation"][files].tolist()
+    ann_hashes = np.full(len(manifest), "", dtype=object)
+    ann_hashes[files.to_numpy()] = content_hashes(annotations, cache)
+    return manifest.assign(
+        image_sha256=content_hashes(manifest["image_path"].tolist(), cache),
+        annotation_sha256=ann_hashes,
+    )
+
+
 def run_data(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
-    """Build and validate the manifest; writes ``manifest.parquet``."""
-    manifest = build_manifest(cfg, run_dir)
+    """Build and validate the manifest; writes ``manifest.parquet`` and ``manifest.json``.
+
+    The manifest holds every file's content hash; ``manifest.json`` (written last) holds the
+    fingerprint of the settings and rows, which the patches stage chains into its own.
+    """
+    invalidate(run_dir / "manifest.json")
+    manifest = _hash_files(build_manifest(cfg, run_dir), run_dir)
     write_parquet(manifest, run_dir / "manifest.parquet")
+    settings = data_settings(cfg, run_dir)
+    fp = fingerprint({"settings": settings, "manifest": manifest.to_dict("split")})
+    write_json({"fingerprint": fp, "settings": fingerprint(settings)}, run_dir / "manifest.json")
     return manifest
 
 
@@ -48,6 +78,37 @@ def load_manifest(run_dir: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path} not found: run `skintl data CONFIG` (or `skintl study`) first")
     return pd.read_parquet(path)
+
+
+def manifest_stale_reason(cfg: StudyConfig, run_dir: Path) -> str | None:
+    """Why the manifest no longer describes the config and the files, or None when it does."""
+    try:
+        meta = json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return "no complete manifest yet"
+    if meta.get("settings") != fingerprint(data_settings(cfg, run_dir)):
+        return "the data section or the classes of the config changed"
+    manifest = load_manifest(run_dir)
+    try:
+        now = _hash_files(manifest[["image_path", "annotation"]], run_dir)
+    except OSError as e:
+        return f"a listed file cannot be read ({e})"
+    for col in ("image_sha256", "annotation_sha256"):
+        changed = np.flatnonzero(now[col].to_numpy() != manifest[col].to_numpy())
+        if len(changed):
+            name = "image_path" if col == "image_sha256" else "annotation"
+            return f"{manifest[name].iloc[changed[0]]} changed ({len(changed)} file(s) in all)"
+    return None
+
+
+def current_manifest(cfg: StudyConfig, run_dir: Path) -> tuple[pd.DataFrame, str]:
+    """The manifest and its fingerprint, rebuilt first when the config or a file changed."""
+    reason = manifest_stale_reason(cfg, run_dir)
+    if reason is not None:
+        log.info("data stage: rebuilding the manifest (%s)", reason)
+        run_data(cfg, run_dir)
+    meta = json.loads((run_dir / "manifest.json").read_text())
+    return load_manifest(run_dir), str(meta["fingerprint"])
 
 
 def _patches_of_photo(
@@ -95,21 +156,20 @@ def _patch_file(row: pd.Series, size: int) -> tuple[np.ndarray, pd.DataFrame]:
 
 def run_patches(cfg: StudyConfig, run_dir: Path) -> tuple[np.ndarray, pd.DataFrame]:
     """Cut labelled patches of every manifest row; writes ``patches/``. Skips when up to date."""
-    manifest = load_manifest(run_dir)
+    manifest, manifest_fp = current_manifest(cfg, run_dir)
     out = run_dir / "patches"
     fp = fingerprint(
         {
             "patches": cfg.patches.model_dump(),
             "classes": cfg.classes,
             "seed": cfg.seed,
-            "manifest": manifest[
-                ["image_path", "annotation", "patient_id", "labels"]
-            ].values.tolist(),
+            "manifest": manifest_fp,
         }
     )
     if fingerprint_matches(out / "meta.json", fp):
         log.info("patches up to date in %s", out)
         return load_patches(run_dir)
+    invalidate(out / "meta.json")
     rng = np.random.default_rng(cfg.seed)
     data = effective_data_config(cfg, run_dir)
     arrays, tables = [], []

@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from skintl.evaluation.classifiers import CLASSIFIERS, fit_grouped
 from skintl.evaluation.metrics import classification_metrics, metric_columns
 from skintl.evaluation.splits import check_training_classes, outer_splits
 from skintl.features.handcrafted import HANDCRAFTED_LAYER
-from skintl.features.stage import load_features, weights_id
+from skintl.features.stage import features_record, load_features, weights_id
 from skintl.io import write_json, write_npy, write_parquet, write_text
 from skintl.pretrain.stage import resolve_weights
 from skintl.rundir import fingerprint, patches_fingerprint
@@ -60,21 +61,26 @@ def _fit_fold(
     k: int,
     classes: list[str],
     cache: Path | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Test indices, class probabilities (n_test, K) and warning counts by category of fold k."""
     tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-    if cache is not None and cache.is_file():  # finished before an interruption
-        return te, np.load(cache)
+    counts_file = cache.with_suffix(".warnings.json") if cache is not None else None
+    if cache is not None and counts_file is not None and cache.is_file():
+        # finished before an interruption
+        return te, np.load(cache), json.loads(counts_file.read_text())
     # one BLAS thread per fold: folds run in parallel, and oversubscribed BLAS threads are
     # several times slower on small matrices than one thread
-    with warnings.catch_warnings(), threadpool_limits(limits=1):
-        warnings.simplefilter("ignore", category=UserWarning)
+    with warnings.catch_warnings(record=True) as caught, threadpool_limits(limits=1):
+        warnings.simplefilter("always")  # recorded and counted, not printed per fold
         model = fit_grouped(clone(est), X[tr], y[tr], groups[tr])
         proba = model.predict_proba(X[te])
+    counts = dict(Counter(w.category.__name__ for w in caught))
     order = [list(model.classes_).index(c) for c in classes]
     proba = np.ascontiguousarray(proba[:, order])
-    if cache is not None:
-        write_npy(proba, cache)
-    return te, proba
+    if cache is not None and counts_file is not None:
+        write_json(counts, counts_file)
+        write_npy(proba, cache)  # last: marks the fold finished
+    return te, proba, counts
 
 
 def run_cell(
@@ -104,8 +110,9 @@ def run_cell(
     results = Parallel(n_jobs=e.n_jobs)(
         tqdm(jobs, total=n_folds, desc=desc, unit="fold", leave=False)
     )
-    parts = []
-    for k, (te, proba) in enumerate(results):
+    parts, fold_warnings = [], []
+    for k, (te, proba, counts) in enumerate(results):
+        fold_warnings.append({"fold": k, **counts})
         part = pd.DataFrame(proba, columns=[f"prob_{c}" for c in cfg.classes])
         part.insert(0, "patch", te)
         part.insert(1, "patient_id", groups[te])
@@ -113,18 +120,32 @@ def run_cell(
         part.insert(3, "y_true", y[te])
         part.insert(4, "y_pred", np.asarray(cfg.classes)[proba.argmax(axis=1)])
         parts.append(part)
-    return pd.concat(parts, ignore_index=True).sort_values("patch", ignore_index=True)
+    pred = pd.concat(parts, ignore_index=True).sort_values("patch", ignore_index=True)
+    pred.attrs["warnings"] = fold_warnings
+    return pred
+
+
+def warning_summary(fold_warnings: list[dict[str, int]]) -> dict[str, Any]:
+    """Total warnings by category and the per-fold counts (folds without warnings left out)."""
+    total: Counter[str] = Counter()
+    for f in fold_warnings:
+        total.update({k: v for k, v in f.items() if k != "fold"})
+    return {"total": dict(total), "folds": [f for f in fold_warnings if len(f) > 1]}
 
 
 def cell_metrics(pred: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
-    """Pooled metrics and per-fold metrics of one cell's predictions."""
+    """Pooled metrics and per-fold metrics of one cell's predictions (and its warnings)."""
     proba = pred[[f"prob_{c}" for c in classes]].to_numpy()
     pooled = classification_metrics(pred["y_true"].to_numpy(), proba, classes)
     folds = []
     for k, g in pred.groupby("fold"):
         m = classification_metrics(g["y_true"].to_numpy(), proba[g.index], classes)
         folds.append({"fold": int(str(k)), **m})
-    return {"pooled": pooled, "folds": folds}
+    return {
+        "pooled": pooled,
+        "folds": folds,
+        "warnings": warning_summary(pred.attrs.get("warnings", [])),
+    }
 
 
 def run_evaluation(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
@@ -167,7 +188,7 @@ class Cell:
 
 
 def _feature_cell(cfg: StudyConfig, run_dir: Path, enc: str, layer: str, clf: str) -> Cell:
-    meta = json.loads((run_dir / "features" / enc / f"{layer}.json").read_text())
+    meta = features_record(run_dir, enc, layer)
     est = CLASSIFIERS.get(clf)(cfg.evaluation, cfg.seed)
     fp = {"features": meta["fingerprint"], "clf": clf, "params": _params(est)}
     return Cell(enc, layer, clf, lambda: load_features(run_dir, enc, layer), est, fp)
@@ -229,6 +250,10 @@ def _summary_row(
         **pooled,
         "fold_balanced_accuracy_mean": float(np.mean(ba)),
         "fold_balanced_accuracy_std": float(np.std(ba, ddof=1)) if len(ba) > 1 else 0.0,
+        "convergence_warnings": int(
+            metrics.get("warnings", {}).get("total", {}).get("ConvergenceWarning", 0)
+        ),
+        "warnings": int(sum(metrics.get("warnings", {}).get("total", {}).values())),
     }
 
 
@@ -243,4 +268,12 @@ def summary_text(
             lines.append(f"{metric} (pooled over folds), classifier = {clf}")
             lines.append(pivot.to_string(float_format=lambda v: f"{v:.3f}"))
             lines.append("")
+    if "convergence_warnings" in table and table["convergence_warnings"].sum() > 0:
+        bad = table[table["convergence_warnings"] > 0]
+        names = ", ".join(f"{r.encoder}/{r.layer}/{r.classifier}" for r in bad.itertuples())
+        lines.append(
+            f"{int(bad['convergence_warnings'].sum())} convergence warnings in {len(bad)} cell(s) "
+            f"({names}): their classifiers stopped before converging (see metrics.json; raise "
+            "evaluation.logreg.max_iter or lower C)"
+        )
     return "\n".join(lines)

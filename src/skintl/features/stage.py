@@ -7,6 +7,7 @@ record no longer matches (other patches, weights or input size) or the array is 
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,13 @@ from skintl.features.extract import extract_features
 from skintl.features.handcrafted import HANDCRAFTED_LAYER, handcrafted_features
 from skintl.io import write_json, write_npy
 from skintl.pretrain.stage import resolve_weights
-from skintl.rundir import fingerprint, fingerprint_matches, patches_fingerprint
+from skintl.rundir import (
+    StaleError,
+    fingerprint,
+    fingerprint_matches,
+    invalidate,
+    patches_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +89,11 @@ def run_features(cfg: StudyConfig, run_dir: Path, progress: bool = True) -> None
             device=f.device,
         )
         for layer in missing:
+            invalidate(folder / f"{layer}.json")
             write_npy(feats[layer], folder / f"{layer}.npy")
             meta: dict[str, Any] = {
                 "fingerprint": fp,
+                "patches_fingerprint": patches_fp,
                 "encoder": enc.model_dump(),
                 "layer": layer,
                 "shape": list(feats[layer].shape),
@@ -104,13 +113,44 @@ def run_handcrafted(cfg: StudyConfig, run_dir: Path, patches: np.ndarray, patche
             continue
         log.info("hand-crafted features %s of %d patches", name, len(patches))
         feats = handcrafted_features(name, patches)
+        invalidate(meta)
         write_npy(feats, folder / f"{HANDCRAFTED_LAYER}.npy")
-        write_json({"fingerprint": fp, "handcrafted": name, "shape": list(feats.shape)}, meta)
+        record = {"fingerprint": fp, "patches_fingerprint": patches_fp, "handcrafted": name,
+                  "shape": list(feats.shape)}  # fmt: skip
+        write_json(record, meta)
+
+
+def features_record(run_dir: Path, encoder: str, layer: str) -> dict[str, Any]:
+    """The JSON record of one cached (encoder, layer), checked against the current patches.
+
+    Raises:
+        StaleError: when the features are missing or were computed from other patches
+            (patches re-cut since), which would pair feature rows with the wrong patches.
+    """
+    path = run_dir / "features" / encoder / f"{layer}.json"
+    try:
+        meta: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise StaleError(
+            f"{path.with_suffix('.npy')}: no features yet; run `skintl features CONFIG` first"
+        ) from None
+    now = patches_fingerprint(run_dir)
+    if meta.get("patches_fingerprint") != now:
+        raise StaleError(
+            f"{path.with_suffix('.npy')} was computed from other patches than the run's current "
+            f"ones (patches {meta.get('patches_fingerprint')} -> {now}); run "
+            "`skintl features CONFIG` (or `skintl study`) to recompute it"
+        )
+    return meta
 
 
 def load_features(run_dir: Path, encoder: str, layer: str) -> np.ndarray:
-    """The cached (N, C) features of one (encoder, layer)."""
-    path = run_dir / "features" / encoder / f"{layer}.npy"
-    if not (path.with_suffix(".json")).is_file():
-        raise FileNotFoundError(f"{path}: no features yet; run `skintl features CONFIG` first")
-    return np.load(path)
+    """The cached (N, C) features of one (encoder, layer), refused when they are stale."""
+    meta = features_record(run_dir, encoder, layer)
+    x = np.load(run_dir / "features" / encoder / f"{layer}.npy")
+    if list(x.shape) != list(meta["shape"]):
+        raise StaleError(
+            f"{run_dir / 'features' / encoder / layer}.npy has shape {x.shape}, its record "
+            f"says {meta['shape']}; run `skintl features CONFIG` to recompute it"
+        )
+    return x

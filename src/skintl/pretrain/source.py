@@ -19,6 +19,7 @@ from tqdm import tqdm
 from skintl.config import StudyConfig, dump_config
 from skintl.data.sources import read_rgb
 from skintl.data.stage import load_patches, run_data, run_patches
+from skintl.labels import HEALTHY
 from skintl.rundir import prepare_run_dir
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,41 @@ log = logging.getLogger(__name__)
 Positives = Literal["lesion", "patient", "none"]
 
 
-def _groups(table: pd.DataFrame, image_col: str, positives: Positives) -> np.ndarray | None:
+def positive_groups(
+    table: pd.DataFrame, positives: Positives, lesion_ids: pd.Series | None = None
+) -> np.ndarray | None:
+    """Group of every sample (N,): samples of one group may form a contrastive positive pair.
+
+    Args:
+        table: one row a sample with ``patient_id``, ``image`` (its photo) and ``class``.
+        positives: ``lesion``: patches of one lesion (same ``lesion_id`` where the metadata has
+            one, else same photo) and the same lesion class; healthy patches get a group of
+            their own, so healthy skin is never a lesion's positive. ``patient``: samples of one
+            patient and one class. ``none``: no groups.
+        lesion_ids: ``lesion_id`` per photo path (index: photo), when the metadata has one.
+
+    Returns:
+        (N,) int group codes, or None for ``none``.
+    """
     if positives == "none":
         return None
-    col = "patient_id" if positives == "patient" else image_col
-    return pd.factorize(table[col])[0]
+    cls = table["class"].astype(str)
+    if positives == "patient":
+        return pd.factorize(table["patient_id"].astype(str) + "|" + cls)[0]
+    lesion = table["image"].astype(str)
+    if lesion_ids is not None:
+        lesion = lesion.map(lesion_ids).fillna(lesion).astype(str)
+    key = lesion + "|" + cls
+    own = pd.Series(np.arange(len(table)), index=table.index).astype(str)
+    key = key.where(cls != HEALTHY, "healthy|" + own)
+    return pd.factorize(key)[0]
+
+
+def _lesion_ids(manifest: pd.DataFrame) -> pd.Series | None:
+    if "lesion_id" not in manifest:
+        return None
+    ids = manifest.set_index("image_path")["lesion_id"].astype(str)
+    return ids[ids.str.strip() != ""]
 
 
 def load_source(
@@ -42,8 +73,8 @@ def load_source(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str]]:
     """Images (N, S, S, 3) uint8, labels (N,) int, groups (N,) or None, and label names.
 
-    ``positives="lesion"`` groups patches of one photo (one lesion per photo in PAD-UFES);
-    ``"patient"`` groups all patches or photos of one patient.
+    ``positives`` as in :func:`positive_groups` (lesion: patches of one lesion and its class,
+    healthy skin never; patient: one patient and one class).
     """
     data_dir = prepare_run_dir(dump_config(cfg), out_dir / "source")
     manifest = run_data(cfg, data_dir)
@@ -51,11 +82,14 @@ def load_source(
         run_patches(cfg, data_dir)
         patches, index = load_patches(data_dir)
         labels = np.array([cfg.classes.index(c) for c in index["class"]])
-        return np.asarray(patches), labels, _groups(index, "image_idx", positives), cfg.classes
+        groups = positive_groups(index, positives, _lesion_ids(manifest))
+        return np.asarray(patches), labels, groups, cfg.classes
     images = np.stack([
         (resize(read_rgb(Path(p)), (image_size, image_size), anti_aliasing=True) * 255)
         .round().astype(np.uint8)
         for p in tqdm(manifest["image_path"], desc="source photos", unit="photo")
     ])  # fmt: skip
     codes, names = pd.factorize(manifest["labels"], sort=True)
-    return images, codes, _groups(manifest, "image_path", positives), [str(n) for n in names]
+    table = manifest.assign(image=manifest["image_path"], **{"class": manifest["labels"]})
+    groups = positive_groups(table, positives, _lesion_ids(manifest))
+    return images, codes, groups, [str(n) for n in names]

@@ -7,8 +7,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from skintl.config import ConfigError, PretrainRunConfig, StudyConfig, load_config
+from skintl.config import (
+    ConfigError,
+    DataConfig,
+    PretrainRunConfig,
+    StudyConfig,
+    dump_config,
+    load_config,
+)
+from skintl.data.stage import load_manifest
 from skintl.io import write_json
+from skintl.rundir import patches_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -28,18 +37,19 @@ def resolve_weights(weights: str, run_dir: Path) -> str:
     return str(path)
 
 
-def run_one(run: PretrainRunConfig, out_dir: Path, seed: int) -> Path:
+def run_one(run: PretrainRunConfig, source_cfg: StudyConfig, out_dir: Path, seed: int) -> Path:
     """Pre-train one encoder (resuming from its last checkpoint) and return its file."""
     from skintl.pretrain.augment import AugmentConfig
     from skintl.pretrain.source import load_source
-    from skintl.pretrain.train import pretrain
 
-    source_cfg = load_config(run.source)
     images, labels, groups, _ = load_source(
         source_cfg, out_dir, run.input, run.image_size, run.positives
     )
+    write_json({"patches": _source_fingerprint(out_dir)}, out_dir / "source.json")
     augment = AugmentConfig(size=run.crop_size, color_strength=run.color_strength)
     options: dict[str, Any] = dict(run.options)
+    from skintl.pretrain.train import pretrain
+
     return pretrain(
         images, labels, groups, method=run.method, arch=run.arch, out_dir=out_dir,
         max_epochs=run.epochs, batch_size=run.batch_size, lr=run.lr,
@@ -48,23 +58,98 @@ def run_one(run: PretrainRunConfig, out_dir: Path, seed: int) -> Path:
     )  # fmt: skip
 
 
+def same_dataset(a: DataConfig, b: DataConfig) -> bool:
+    """Whether two data sections read the same photos, so their patient ids are the same people."""
+    if a.source != b.source:
+        return False
+    if a.source == "synthetic":
+        return a.synthetic == b.synthetic
+    return a.root is not None and a.root == b.root and a.metadata == b.metadata
+
+
+def source_config(run: PretrainRunConfig, cfg: StudyConfig, run_dir: Path) -> StudyConfig:
+    """The run's source config, without the study's patients when both read the same dataset."""
+    source = load_config(run.source)
+    if run.allow_shared_patients or not same_dataset(source.data, cfg.data):
+        return source
+    study = sorted(set(load_manifest(run_dir)["patient_id"].astype(str)))
+    data = source.data.model_copy(
+        update={"exclude_patients": sorted({*source.data.exclude_patients, *study})}
+    )
+    return source.model_copy(update={"data": data})
+
+
+def _source_fingerprint(out_dir: Path) -> str | None:
+    try:
+        return patches_fingerprint(out_dir / "source")
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _overlap(cfg: StudyConfig, run_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """How many of the study's patients the source set holds (0 unless sharing was allowed)."""
+    study = set(load_manifest(run_dir)["patient_id"].astype(str))
+    source = set(load_manifest(out_dir / "source")["patient_id"].astype(str))
+    return {"study_patients": len(study), "source_patients": len(source),
+            "shared_patients": len(study & source)}  # fmt: skip
+
+
+def _check_reusable(run: PretrainRunConfig, source: StudyConfig, out_dir: Path) -> None:
+    """Refuse an encoder whose source data changed since it was trained (files or patches)."""
+    from skintl.data.stage import manifest_stale_reason
+
+    reason = manifest_stale_reason(source, out_dir / "source")
+    try:
+        recorded = json.loads((out_dir / "source.json").read_text()).get("patches")
+    except (OSError, json.JSONDecodeError):
+        recorded = None
+    if reason is None and recorded != _source_fingerprint(out_dir):
+        reason = "its patches were cut again"
+    if reason is not None:
+        raise ConfigError(
+            f"pretrain run {run.name!r}: the source data changed since {out_dir} was trained "
+            f"({reason}); give the run a new name, or delete that folder to train it again"
+        )
+
+
 def run_pretrain(cfg: StudyConfig, run_dir: Path) -> list[Path]:
-    """Every pretrain run of ``cfg`` whose encoder file is missing; returns all encoder files."""
+    """Every pretrain run of ``cfg`` whose encoder file is missing; returns all encoder files.
+
+    A run's settings include its source config's resolved content (with the study's patients
+    dropped when source and study read the same dataset); an encoder is reused only when those
+    settings and the source's files and patches are unchanged, and refused with the reason when
+    they changed.
+    """
     paths = []
     for run in cfg.pretrain:
         path = encoder_path(run_dir, run.name)
         settings = path.parent / "run.json"
-        wanted = {**run.model_dump(mode="json"), "seed": cfg.seed}
+        source = source_config(run, cfg, run_dir)
+        wanted = {**run.model_dump(mode="json"), "seed": cfg.seed,
+                  "source_config": dump_config(source)}  # fmt: skip
         if settings.is_file() and json.loads(settings.read_text()) != wanted:
             raise ConfigError(
-                f"pretrain run {run.name!r}: its settings changed since {path.parent} was made; "
-                "give the run a new name, or delete that folder to train it again"
+                f"pretrain run {run.name!r}: its settings or its source config "
+                f"({run.source}) changed since {path.parent} was made; give the run a new name, "
+                "or delete that folder to train it again"
             )
         if path.is_file():
+            _check_reusable(run, source, path.parent)
             log.info("pretrain %s: reusing %s", run.name, path)
         else:
             write_json(wanted, settings)
             log.info("pretrain %s: %s %s on %s", run.name, run.method, run.arch, run.source)
-            path = run_one(run, path.parent, cfg.seed)
+            path = run_one(run, source, path.parent, cfg.seed)
+        overlap = _overlap(cfg, run_dir, path.parent)
+        write_json({**overlap, "allow_shared_patients": run.allow_shared_patients},
+                   path.parent / "overlap.json")  # fmt: skip
+        if overlap["shared_patients"]:
+            log.warning(
+                "pretrain %s: the source set holds %d of the study's %d patients "
+                "(allow_shared_patients: true); the report flags this",
+                run.name, overlap["shared_patients"], overlap["study_patients"],
+            )  # fmt: skip
+        else:
+            log.info("pretrain %s: source and study share no patient", run.name)
         paths.append(path)
     return paths

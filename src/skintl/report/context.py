@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -194,3 +195,26 @@ def table_context(tables: StatsTables) -> dict[str, Any]:
         "friedman_note": tables.friedman_note,
         "layer_effect": _layer_effect(tables.layer_effect),
     }
+
+
+def run_warnings(run_dir: Path) -> list[str]:
+    """Warnings a reader must see: classifiers that did not converge, shared patients."""
+    out = []
+    for path in sorted((run_dir / "evaluation").glob("*/*/*/metrics.json")):
+        warned = json.loads(path.read_text()).get("warnings", {})
+        total = warned.get("total", {})
+        if not total:
+            continue
+        cell = "/".join(path.parent.relative_to(run_dir / "evaluation").parts)
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(total.items()))
+        folds = ", ".join(str(f["fold"]) for f in warned.get("folds", []))
+        out.append(f"cell {cell}: {counts} (folds {folds}; details in its metrics.json)")
+    for path in sorted((run_dir / "pretrain").glob("*/overlap.json")):
+        o = json.loads(path.read_text())
+        if o.get("shared_patients"):
+            out.append(
+                f"pre-training run {path.parent.name} shares {o['shared_patients']} of the "
+                f"study's {o['study_patients']} patients with its source set "
+                "(allow_shared_patients: true): its encoder saw skin of patients it is tested on"
+            )
+    return out

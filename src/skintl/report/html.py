@@ -16,7 +16,7 @@ import pandas as pd
 from skintl.evaluation.stats import plot_critical_difference
 from skintl.io import write_text
 from skintl.report import figures
-from skintl.report.context import protocol_context, table_context
+from skintl.report.context import protocol_context, run_warnings, table_context
 from skintl.report.stage import (
     REPORT_DIR,
     build_stats_tables,
@@ -179,6 +179,7 @@ def write_report(
     others = tables.main[~tables.main["encoder"].isin(encoders)]
     context = {
         "title": f"skintl report: {cfg.get('name', run_dir.name)}",
+        "warnings": run_warnings(run_dir),
         "protocol": protocol_context(run_dir, cfg, index, metas, n_boot, alpha, seed),
         "baselines": [f"{e}/{la}/{c}" for e, la, c in others.iloc[:, :3].itertuples(index=False)],
         "tables": table_context(tables),

@@ -27,6 +27,7 @@ from skintl.report.stats_tables import (
     long_table,
     statistical_tests,
 )
+from skintl.rundir import patches_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +190,8 @@ def cached_embedding(
     """``embed(X) -> (rows (M,), coords (M, 2))`` of a layer's features, cached.
 
     The key is the features' fingerprint (from their ``.json``, else the ``.npy`` bytes) and
-    ``params`` (the embedding's settings). None when the file is absent or does not have
-    ``n_rows`` rows (features of other patches than the current ones).
+    ``params`` (the embedding's settings). None when the file is absent, does not have
+    ``n_rows`` rows, or was computed from other patches than the current ones.
     """
     npy = run_dir / "features" / encoder / f"{layer}.npy"
     if not npy.is_file():
@@ -199,6 +200,9 @@ def cached_embedding(
         log.warning("%s does not have one row per patch (%d): no embedding", npy, n_rows)
         return None
     meta = feature_meta(run_dir, encoder, layer) or {}
+    if meta.get("patches_fingerprint") != patches_fingerprint(run_dir):
+        log.warning("%s was computed from other patches than the current ones: no embedding", npy)
+        return None
     fp = meta.get("fingerprint") or file_fingerprint(npy)
     path = run_dir / REPORT_DIR / "cache" / "embeddings" / f"{encoder}__{layer}.json"
 
