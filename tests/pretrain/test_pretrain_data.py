@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -64,3 +67,52 @@ def test_datamodule_batches(images: np.ndarray, labels: np.ndarray, augment, see
     too_big = PretrainDataModule(images, batch_size=len(images) + 1)
     with pytest.raises(ValueError, match="batch_size"):
         too_big.train_dataloader()
+
+
+def _pairs_cross_classes(groups: np.ndarray, classes: np.ndarray) -> int:
+    """Samples whose group holds another class (each such sample can draw a cross-class pair)."""
+    frame = pd.DataFrame({"g": groups, "c": classes})
+    return int((frame.groupby("g")["c"].transform("nunique") > 1).sum())
+
+
+def test_lesion_positives_stay_within_one_lesion_and_class() -> None:
+    from skintl.pretrain.source import positive_groups
+
+    table = pd.DataFrame(
+        {
+            "patient_id": ["p1"] * 6 + ["p2"] * 3,
+            "image": ["a"] * 4 + ["b"] * 2 + ["c"] * 3,
+            "class": ["AK", "AK", "healthy", "healthy", "SK", "AK", "SK", "SK", "healthy"],
+        }
+    )
+    lesion = positive_groups(table, "lesion")
+    assert lesion is not None
+    assert lesion[0] == lesion[1]  # two AK patches of photo a
+    assert len({lesion[2], lesion[3], lesion[8]}) == 3  # healthy patches: each alone
+    assert lesion[4] != lesion[5]  # photo b: an SK and an AK region are two lesions
+    assert lesion[6] == lesion[7]
+    # photos a and b show one lesion (lesion_id L1): its AK patches pair across photos
+    ids = pd.Series({"a": "L1", "b": "L1"})
+    same = positive_groups(table, "lesion", ids)
+    assert same is not None and same[0] == same[1] == same[5]
+    patient = positive_groups(table, "patient")
+    assert patient is not None and patient[2] == patient[3] and patient[0] != patient[2]
+    assert positive_groups(table, "none") is None
+    for groups in (lesion, same, patient):
+        assert _pairs_cross_classes(groups, table["class"].to_numpy()) == 0
+
+
+def test_source_lesion_groups_never_join_two_classes(synthetic_root: Path, tmp_path: Path) -> None:
+    from skintl.config import parse_config
+    from skintl.labels import HEALTHY
+    from skintl.pretrain.source import load_source
+    from studyhelpers import tiny_config
+
+    cfg = parse_config(tiny_config(synthetic_root))
+    images, labels, groups, names = load_source(cfg, tmp_path, "patches", positives="lesion")
+    assert groups is not None and len(groups) == len(images)
+    assert _pairs_cross_classes(groups, labels) == 0
+    healthy = labels == names.index(HEALTHY)
+    _, sizes = np.unique(groups, return_counts=True)
+    assert (sizes[np.unique(groups, return_inverse=True)[1]][healthy] == 1).all()
+    assert (sizes > 1).any()  # lesions do have positives
