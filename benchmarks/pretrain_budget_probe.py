@@ -29,6 +29,7 @@ from skintl.config import parse_config
 from skintl.evaluation.stage import run_evaluation
 from skintl.features.stage import run_features
 from skintl.pretrain.augment import AugmentConfig
+from skintl.pretrain.source import positive_groups
 from skintl.pretrain.train import pretrain
 
 #: MoCo's queue is kept below the ~3,700 source patches, with a faster key encoder for short runs
@@ -59,8 +60,14 @@ def main() -> None:
 
     index = pd.read_parquet(args.source / "index.parquet")
     images = np.load(args.source / "patches.npy")
+    # no target patient in the source set: the encoder must never see a test patient's skin
+    target_patients = set(pd.read_parquet(args.target / "index.parquet")["patient_id"])
+    keep = ~index["patient_id"].isin(target_patients).to_numpy()
+    print(f"source: dropped {(~keep).sum()} patches of "
+          f"{index.loc[~keep, 'patient_id'].nunique()} target patients", flush=True)  # fmt: skip
+    index, images = index[keep].reset_index(drop=True), images[keep]
     labels = np.array([args.source_classes.index(c) for c in index["class"]])
-    groups = pd.factorize(index["image_idx"])[0]  # same-lesion positives (one lesion per photo)
+    groups = positive_groups(index, "lesion")  # one lesion and its class; healthy never
     info: dict[str, dict] = {}
     for method, opts in RUNS.items():
         out = args.out / "pretrain" / method
