@@ -149,3 +149,15 @@ def test_converged_cells_report_no_warnings(data: Path, tmp_path: Path) -> None:
     )
     assert metrics["warnings"] == {"total": {}, "folds": []}
     assert 'id="warnings"' not in (run / "report" / "index.html").read_text()
+
+
+def test_report_leaves_out_cells_of_other_patches(data: Path, tmp_path: Path) -> None:
+    cfg = _quick(data, evaluation={"classifiers": ["logreg", "knn"]})
+    config, run = tmp_path / "s.yaml", tmp_path / "run"
+    assert _study(cfg, config, run) == 0
+    assert "<code>knn</code>" in (run / "report" / "index.html").read_text()
+    cfg["seed"] = 1
+    cfg["evaluation"] = {**cfg["evaluation"], "classifiers": ["logreg"]}
+    assert _study(cfg, config, run) == 0  # the knn cell on disk now belongs to other patches
+    html = (run / "report" / "index.html").read_text()
+    assert "<code>knn</code>" not in html and "<code>logreg</code>" in html

@@ -33,7 +33,7 @@ from skintl.features.handcrafted import HANDCRAFTED_LAYER
 from skintl.features.stage import features_record, load_features, weights_id
 from skintl.io import write_json, write_npy, write_parquet, write_text
 from skintl.pretrain.stage import resolve_weights
-from skintl.rundir import fingerprint, patches_fingerprint
+from skintl.rundir import fingerprint, invalidate, patches_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -155,19 +155,21 @@ def run_evaluation(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
     fold = make_folds(cfg, index)
     write_parquet(index.assign(fold=fold)[["patient_id", "class", "fold"]], out / "folds.parquet")
     base_fp = {"folds": fingerprint(fold.tolist()), "seed": cfg.seed, "classes": cfg.classes}
-    rows = []
+    rows, patches_fp = [], patches_fingerprint(run_dir)
     for cell in tqdm(_cells(cfg, run_dir), desc="evaluate", unit="cell"):
         cell_dir = out / cell.encoder / cell.layer / cell.classifier
         fp = fingerprint({**base_fp, **cell.fingerprint})
         metrics = _cached_metrics(cell_dir, fp)
         if metrics is None:
+            invalidate(cell_dir / "metrics.json")
             partial = cell_dir / f"partial-{fp}"
             desc = f"{cell.encoder}/{cell.layer}/{cell.classifier}"
             pred = run_cell(cfg, cell.load_x(), index, fold, cell.estimator, desc, partial)
             metrics = cell_metrics(pred, cfg.classes)
             write_parquet(pred, cell_dir / "predictions.parquet")
             # metrics.json is written last: its presence marks the cell complete
-            write_json({"fingerprint": fp, **metrics}, cell_dir / "metrics.json")
+            record = {"fingerprint": fp, "patches_fingerprint": patches_fp, **metrics}
+            write_json(record, cell_dir / "metrics.json")
             shutil.rmtree(partial, ignore_errors=True)
         rows.append(_summary_row(cell.encoder, cell.layer, cell.classifier, metrics, cfg.classes))
     table = pd.DataFrame(rows)

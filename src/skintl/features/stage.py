@@ -41,8 +41,15 @@ def weights_id(weights: str, seed: int) -> str:
     return sha256_file(Path(weights))
 
 
-def _is_valid(folder: Path, layer: str, fp: str, shape: tuple[int, int]) -> bool:
-    if not fingerprint_matches(folder / f"{layer}.json", fp):
+def _record_valid(meta: Path, fp: str, patches_fp: str) -> bool:
+    """Whether a features record holds ``fp`` and names the current patches."""
+    if not fingerprint_matches(meta, fp):
+        return False
+    return bool(json.loads(meta.read_text()).get("patches_fingerprint") == patches_fp)
+
+
+def _is_valid(folder: Path, layer: str, fp: str, patches_fp: str, shape: tuple[int, int]) -> bool:
+    if not _record_valid(folder / f"{layer}.json", fp, patches_fp):
         return False
     try:
         return np.load(folder / f"{layer}.npy", mmap_mode="r").shape == shape
@@ -71,7 +78,7 @@ def run_features(cfg: StudyConfig, run_dir: Path, progress: bool = True) -> None
         missing = [
             layer
             for layer in f.layers
-            if not _is_valid(folder, layer, fp, (len(index), info[layer].channels))
+            if not _is_valid(folder, layer, fp, patches_fp, (len(index), info[layer].channels))
         ]
         if not missing:
             log.info("features of %s up to date", enc.name)
@@ -109,7 +116,7 @@ def run_handcrafted(cfg: StudyConfig, run_dir: Path, patches: np.ndarray, patche
         folder = run_dir / "features" / name
         fp = fingerprint({"patches": patches_fp, "handcrafted": name})
         meta = folder / f"{HANDCRAFTED_LAYER}.json"
-        if fingerprint_matches(meta, fp):
+        if _record_valid(meta, fp, patches_fp):
             continue
         log.info("hand-crafted features %s of %d patches", name, len(patches))
         feats = handcrafted_features(name, patches)

@@ -66,11 +66,26 @@ def find_cells(run_dir: Path) -> list[Cell]:
             log.warning("cells in metrics.csv without %s (left out): %s", PREDICTIONS, missing)
     cells = [c for c in order if c in found]
     cells += sorted(found - set(cells), key=lambda c: c.name)
+    stale = [c for c in cells if not _current(run_dir, c)]
+    if stale:
+        log.warning("cells evaluated on other patches than the current ones (left out; rerun "
+                    "`skintl evaluate`): %s", [c.name for c in stale])  # fmt: skip
+        cells = [c for c in cells if c not in stale]
     if not cells:
         raise FileNotFoundError(
             f"no {ev}/<encoder>/<layer>/<classifier>/{PREDICTIONS}: run `skintl evaluate` first"
         )
     return cells
+
+
+def _current(run_dir: Path, cell: Cell) -> bool:
+    """False when the cell's metrics.json records other patches than the run's current ones."""
+    path = predictions_path(run_dir, cell).with_name("metrics.json")
+    try:
+        recorded = json.loads(path.read_text()).get("patches_fingerprint")
+    except (OSError, json.JSONDecodeError):
+        return True  # a run made before cells recorded their patches
+    return recorded is None or recorded == patches_fingerprint(run_dir)
 
 
 def predictions_path(run_dir: Path, cell: Cell) -> Path:
