@@ -98,6 +98,17 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from skintl.pretrain.source import load_source
 
     cfg = load_config(args.config)
+    if args.exclude_patients_of:
+        import pandas as pd
+
+        manifest = Path(args.exclude_patients_of) / "manifest.parquet"
+        if not manifest.is_file():
+            raise ConfigError(f"--exclude-patients-of: {manifest} not found (run `skintl data`)")
+        study = set(pd.read_parquet(manifest, columns=["patient_id"])["patient_id"].astype(str))
+        data = cfg.data.model_copy(
+            update={"exclude_patients": sorted({*cfg.data.exclude_patients, *study})}
+        )
+        cfg = cfg.model_copy(update={"data": data})
     images, labels, groups, names = load_source(
         cfg, args.out_dir, args.input, args.image_size, args.positives
     )
@@ -133,7 +144,14 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
         "--positives",
         choices=["none", "lesion", "patient"],
         default="none",
-        help="contrastive positives also from other patches of one lesion / patient",
+        help="contrastive positives also from other patches of one lesion (same lesion "
+        "class) / patient (same class); healthy skin is never a lesion's positive",
+    )
+    p.add_argument(
+        "--exclude-patients-of",
+        metavar="RUN_DIR",
+        help="drop the patients of this study run directory from the source set, so the "
+        "encoder never sees a patient it will be tested on",
     )
     add_arguments(p)
     p.set_defaults(func=cmd_pretrain)

@@ -192,3 +192,23 @@ def test_pretrain_command_bad_source_is_one_message(
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "skintl: error: pretrain:" in err and "batch" in err and "Traceback" not in err
+
+
+def test_pretrain_command_excludes_the_patients_of_a_study(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    study = tiny_config(synthetic_root, data={"include": {"patient_id": ["P001", "P002"]}})
+    study_config = write_config(tmp_path / "study.yaml", study)
+    run_dir = tmp_path / "run"
+    assert main(["data", str(study_config), "--run-dir", str(run_dir)]) == 0
+    source = write_config(tmp_path / "source.yaml", tiny_config(synthetic_root))
+    out = tmp_path / "enc"
+    args = ["pretrain", str(source), "--method", "supervised", "--epochs", "1",
+            "--batch-size", "4", "--crop-size", "32", "--accelerator", "cpu",
+            "--num-workers", "0", "--no-progress-bar", "--out-dir", str(out),
+            "--exclude-patients-of", str(run_dir)]  # fmt: skip
+    assert main(args) == 0
+    patients = pd.read_parquet(out / "source" / "manifest.parquet")["patient_id"]
+    assert sorted(set(patients)) == ["P003", "P004"]
