@@ -69,7 +69,9 @@ def thesis_sized_run(
         X = rng.normal(size=(len(y), d)) + centers[codes] + shift[patients]
         folder = run_dir / "features" / "r50"
         write_npy(X.astype(np.float32), folder / f"{layer}.npy")
-        write_json({"fingerprint": fingerprint([layer, seed])}, folder / f"{layer}.json")
+        record = {"fingerprint": fingerprint([layer, seed]), "patches_fingerprint": "bench",
+                  "shape": list(X.shape)}  # fmt: skip
+        write_json(record, folder / f"{layer}.json")
 
 
 def config(layers: list[str], classifiers: list[str], folds: int, n_jobs: int) -> dict:
