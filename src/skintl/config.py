@@ -126,6 +126,11 @@ class MLPConfig(_Strict):
     patience: int = Field(10, ge=1)
     batch_size: int = Field(256, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
+    #: torch: every fold of a cell trained at once in PyTorch (stacked weights); sklearn: one
+    #: scikit-learn MLPClassifier per fold (the former implementation, kept for comparison)
+    implementation: Literal["torch", "sklearn"] = "torch"
+    #: where the torch implementation trains: "auto" (a CUDA GPU when present), "cpu", "cuda[:N]"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 class LogRegConfig(_Strict):

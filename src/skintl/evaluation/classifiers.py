@@ -118,6 +118,13 @@ class StudyMLP(ClassifierMixin, BaseEstimator):
 @CLASSIFIERS.register("mlp")
 def _mlp(cfg: EvaluationConfig, seed: int) -> BaseEstimator:
     m = cfg.mlp
+    if m.implementation == "torch":
+        from skintl.evaluation.torch_mlp import TorchStudyMLP
+
+        return TorchStudyMLP(
+            m.max_epochs, m.patience, m.batch_size, m.learning_rate,
+            cfg.splits.validation_fraction, seed, m.device,
+        )  # fmt: skip
     return make_pipeline(
         StandardScaler(),
         StudyMLP(

@@ -97,19 +97,12 @@ def run_cell(
     With ``partial``, each finished fold's probabilities are kept there, so that an interrupted
     cell resumes with the folds it had not finished.
     """
-    e = cfg.evaluation
     y, groups = index["class"].to_numpy(), index["patient_id"].to_numpy()
-    n_folds = int(fold.max()) + 1
-    jobs = (
-        delayed(_fit_fold)(
-            est, X, y, groups, fold, k, cfg.classes,
-            partial / f"fold_{k}.npy" if partial else None,
-        )
-        for k in range(n_folds)
-    )  # fmt: skip
-    results = Parallel(n_jobs=e.n_jobs)(
-        tqdm(jobs, total=n_folds, desc=desc, unit="fold", leave=False)
-    )
+    if hasattr(est, "cross_val_proba"):  # trains every fold at once
+        results = _all_folds_at_once(est, X, y, groups, fold, cfg.classes)
+    else:
+        n_jobs = cfg.evaluation.n_jobs
+        results = _fold_by_fold(est, X, y, groups, fold, cfg.classes, n_jobs, desc, partial)
     parts, fold_warnings = [], []
     for k, (te, proba, counts) in enumerate(results):
         fold_warnings.append({"fold": k, **counts})
@@ -123,6 +116,41 @@ def run_cell(
     pred = pd.concat(parts, ignore_index=True).sort_values("patch", ignore_index=True)
     pred.attrs["warnings"] = fold_warnings
     return pred
+
+
+FoldOutput = tuple[np.ndarray, np.ndarray, dict[str, int]]
+
+
+def _fold_by_fold(
+    est: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray, fold: np.ndarray,
+    classes: list[str], n_jobs: int, desc: str, partial: Path | None,
+) -> list[FoldOutput]:  # fmt: skip
+    """One fit per fold, folds in parallel processes; finished folds kept in ``partial``."""
+    n_folds = int(fold.max()) + 1
+    jobs = (
+        delayed(_fit_fold)(
+            est, X, y, groups, fold, k, classes, partial / f"fold_{k}.npy" if partial else None
+        )
+        for k in range(n_folds)
+    )
+    bar = tqdm(jobs, total=n_folds, desc=desc, unit="fold", leave=False)
+    return list(Parallel(n_jobs=n_jobs)(bar))
+
+
+def _all_folds_at_once(
+    est: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray, fold: np.ndarray,
+    classes: list[str],
+) -> list[FoldOutput]:  # fmt: skip
+    """Every fold trained in one call of the estimator's ``cross_val_proba``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        labels, probas = clone(est).cross_val_proba(X, y, groups, fold)
+    counts = dict(Counter(w.category.__name__ for w in caught))  # counted once, on fold 0
+    order = [list(labels).index(c) for c in classes]
+    return [
+        (np.flatnonzero(fold == k), np.ascontiguousarray(p[:, order]), counts if k == 0 else {})
+        for k, p in enumerate(probas)
+    ]
 
 
 def warning_summary(fold_warnings: list[dict[str, int]]) -> dict[str, Any]:

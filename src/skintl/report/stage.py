@@ -85,7 +85,17 @@ def _current(run_dir: Path, cell: Cell) -> bool:
         recorded = json.loads(path.read_text()).get("patches_fingerprint")
     except (OSError, json.JSONDecodeError):
         return True  # a run made before cells recorded their patches
-    return recorded is None or recorded == patches_fingerprint(run_dir)
+    return _same_patches(run_dir, recorded)
+
+
+def _same_patches(run_dir: Path, recorded: str | None) -> bool:
+    """False only when both the record and the run name their patches, and they differ (a run
+    made before records named their patches, or without patches/meta.json, is trusted)."""
+    try:
+        current = patches_fingerprint(run_dir)
+    except (OSError, KeyError, json.JSONDecodeError):
+        return True
+    return recorded is None or recorded == current
 
 
 def predictions_path(run_dir: Path, cell: Cell) -> Path:
@@ -215,7 +225,7 @@ def cached_embedding(
         log.warning("%s does not have one row per patch (%d): no embedding", npy, n_rows)
         return None
     meta = feature_meta(run_dir, encoder, layer) or {}
-    if meta.get("patches_fingerprint") != patches_fingerprint(run_dir):
+    if not _same_patches(run_dir, meta.get("patches_fingerprint")):
         log.warning("%s was computed from other patches than the current ones: no embedding", npy)
         return None
     fp = meta.get("fingerprint") or file_fingerprint(npy)

@@ -1,0 +1,297 @@
+"""The study's MLP in PyTorch, trained for many cross-validation folds at once.
+
+Each fold has its own standardisation, weights, patient validation split and early stopping,
+exactly as one :class:`~skintl.evaluation.classifiers.StudyMLP` per fold; the folds' weights are
+stacked, ``(F, d, h)``, so one batched matmul trains all of them and the per-epoch Python loop
+runs once per cell instead of once per fold. Adam is elementwise, so stacking changes nothing:
+fold f's parameters see only fold f's gradient.
+
+Matches scikit-learn's ``MLPClassifier`` set-up: Glorot-uniform initialisation, ReLU, Adam
+(lr 1e-3, betas 0.9/0.999, eps 1e-8), L2 penalty ``alpha`` / 2 per sample, mini-batches of
+``batch_size``; early stopping keeps the weights of the epoch with the lowest validation
+log-loss and stops after ``patience`` epochs without an improvement of 1e-4.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import Tensor
+
+from skintl.evaluation.splits import validation_split
+
+MIN_IMPROVEMENT = 1e-4
+
+
+@dataclass(frozen=True)
+class MLPSettings:
+    """Hyper-parameters of the study's MLP (the config's ``evaluation.mlp``)."""
+
+    max_epochs: int = 200
+    patience: int = 10
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    alpha: float = 1e-4
+    validation_fraction: float = 0.2
+
+
+@dataclass
+class FoldModel:
+    """One fold's trained MLP (its best epoch's weights) and its early-stopping record."""
+
+    weights: list[Tensor]  # w1 (d, h), b1 (1, h), w2 (h, K), b2 (1, K)
+    mean: Tensor  # (1, d) standardisation of the fold's training rows
+    scale: Tensor  # (1, d)
+    curve: list[float]  # validation log-loss per epoch
+
+    @property
+    def best_epoch(self) -> int:
+        return int(np.argmin(self.curve)) + 1
+
+    @torch.no_grad()
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """(N, d) -> (N, K) class probabilities (one softmax), in class-code order."""
+        w1, b1, w2, b2 = self.weights
+        x = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float32, device=w1.device)
+        x = (x - self.mean) / self.scale
+        logits = torch.relu(x @ w1 + b1) @ w2 + b2
+        return torch.softmax(logits, dim=1).cpu().numpy().astype(np.float64)
+
+
+def hidden_units(d: int) -> int:
+    """The study's hidden-layer size for ``d`` input features: round(sqrt(3 d))."""
+    return round(math.sqrt(3 * d))
+
+
+def _glorot(rows: int, fan_in: int, fan_out: int, gens: list[torch.Generator]) -> Tensor:
+    """scikit-learn's initialisation, one draw per fold's generator: U(-b, b) with
+    b = sqrt(6 / (fan_in + fan_out)), for weights and intercepts alike. -> (F, rows, fan_out)"""
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    return torch.stack([(torch.rand(rows, fan_out, generator=g) * 2 - 1) * bound for g in gens])
+
+
+class _Stacked(torch.nn.Module):
+    """F independent one-hidden-layer MLPs. Input (F, B, d) -> logits (F, B, K)."""
+
+    def __init__(self, d: int, h: int, k: int, gens: list[torch.Generator]) -> None:
+        super().__init__()
+        self.w1 = torch.nn.Parameter(_glorot(d, d, h, gens))  # (F, d, h)
+        self.b1 = torch.nn.Parameter(_glorot(1, d, h, gens))  # (F, 1, h)
+        self.w2 = torch.nn.Parameter(_glorot(h, h, k, gens))  # (F, h, K)
+        self.b2 = torch.nn.Parameter(_glorot(1, h, k, gens))  # (F, 1, K)
+
+    def forward(self, x: Tensor, folds: slice | Tensor = slice(None)) -> Tensor:
+        hidden = torch.relu(torch.baddbmm(self.b1[folds], x, self.w1[folds]))  # (F, B, h)
+        return torch.baddbmm(self.b2[folds], hidden, self.w2[folds])  # (F, B, K)
+
+
+def _scalers(X: Tensor, train: list[np.ndarray]) -> tuple[Tensor, Tensor]:
+    """Per-fold mean and scale (F, 1, d) of the training rows, as StandardScaler computes them."""
+    mean = torch.stack([X[idx].mean(0) for idx in train])[:, None]
+    std = torch.stack([X[idx].std(0, unbiased=False) for idx in train])[:, None]
+    return mean, torch.where(std > 0, std, torch.ones_like(std))
+
+
+def fit_folds(
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    train: list[np.ndarray],
+    settings: MLPSettings,
+    seed: int = 0,
+    device: str = "cpu",
+) -> list[FoldModel]:
+    """Train one MLP per fold, all folds at once.
+
+    Args:
+        X: (N, d) features; y: (N,) integer class codes 0..K-1; groups: (N,) patient ids.
+        train: row indices of each fold's training set (F arrays); each fold's validation
+            patients are drawn from its training patients.
+        settings: the MLP's hyper-parameters.
+        seed: seeds the validation splits, the initialisation and the shuffling.
+        device: where to train ("cpu", "cuda").
+
+    Returns:
+        One :class:`FoldModel` per fold, holding its best epoch's weights.
+    """
+    n_folds, k = len(train), int(y.max()) + 1
+    # one generator per fold: a fold's model depends on its own data and the seed only
+    gens = [torch.Generator().manual_seed(seed * 1_000_003 + f) for f in range(n_folds)]
+    Xt = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float32)
+    yt = torch.as_tensor(y, dtype=torch.long)
+    splits = [validation_split(groups[tr], settings.validation_fraction, seed) for tr in train]
+    fit_rows = [torch.as_tensor(tr[f]) for tr, (f, _) in zip(train, splits, strict=True)]
+    val_rows = [torch.as_tensor(tr[v]) for tr, (_, v) in zip(train, splits, strict=True)]
+    mean, scale = _scalers(Xt, train)
+    net = _Stacked(X.shape[1], hidden_units(X.shape[1]), k, gens)
+    Xt, yt, net = Xt.to(device), yt.to(device), net.to(device)
+    mean, scale = mean.to(device), scale.to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=settings.learning_rate, eps=1e-8)
+    batch = min(settings.batch_size, *(len(r) for r in fit_rows))
+    # an "epoch" is the median fold's number of mini-batches; each fold draws its batches from
+    # its own reshuffled stream, so all folds take equally many steps of the same batch size
+    steps = math.ceil(float(np.median([len(r) for r in fit_rows])) / batch)
+    order = [r[torch.randperm(len(r), generator=g)] for r, g in zip(fit_rows, gens, strict=True)]
+    cursor = [0] * n_folds
+    best = [math.inf] * n_folds
+    best_state: list[list[Tensor]] = [[] for _ in range(n_folds)]
+    wait = [0] * n_folds
+    curves: list[list[float]] = [[] for _ in range(n_folds)]
+    active = list(range(n_folds))
+    for _ in range(settings.max_epochs):
+        net.train()
+        for _ in range(steps):
+            # folds that stopped early are left out: their best weights are already kept
+            folds = torch.as_tensor(active, device=device)
+            idx = torch.stack([_next_batch(order, cursor, f, batch, gens[f]) for f in active])
+            idx = idx.to(device)  # (F_active, B)
+            xb = (Xt[idx] - mean[folds]) / scale[folds]  # (F_active, B, d)
+            logits = net(xb, folds)
+            loss = (
+                torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, k), yt[idx].reshape(-1), reduction="sum"
+                )
+                / idx.shape[1]
+            )
+            l2 = (
+                0.5 * settings.alpha * (net.w1[folds].square().sum() + net.w2[folds].square().sum())
+            )
+            opt.zero_grad(set_to_none=True)
+            (loss + l2 / idx.shape[1]).backward()
+            opt.step()
+        net.eval()
+        for f in list(active):
+            v = _log_loss(net, Xt, yt, val_rows[f].to(device), mean, scale, f)
+            curves[f].append(v)
+            if v < best[f] - MIN_IMPROVEMENT:
+                best[f], wait[f] = v, 0
+                best_state[f] = [p[f].detach().clone() for p in net.parameters()]
+            else:
+                wait[f] += 1
+                if wait[f] >= settings.patience:
+                    active.remove(f)
+        if not active:
+            break
+    return [FoldModel(best_state[f], mean[f], scale[f], curves[f]) for f in range(n_folds)]
+
+
+def _next_batch(
+    order: list[Tensor], cursor: list[int], f: int, size: int, gen: torch.Generator
+) -> Tensor:
+    """The next ``size`` rows of fold f's shuffled stream (reshuffled when exhausted)."""
+    rows = order[f]
+    if cursor[f] + size > len(rows):
+        order[f] = rows = rows[torch.randperm(len(rows), generator=gen)]
+        cursor[f] = 0
+    out = rows[cursor[f] : cursor[f] + size]
+    cursor[f] += size
+    return out
+
+
+@torch.no_grad()
+def _log_loss(
+    net: _Stacked, X: Tensor, y: Tensor, rows: Tensor, mean: Tensor, scale: Tensor, f: int
+) -> float:
+    x = (X[rows] - mean[f]) / scale[f]
+    logits = net(x[None], slice(f, f + 1))[0]
+    return float(torch.nn.functional.cross_entropy(logits, y[rows]))
+
+
+class TorchStudyMLP(ClassifierMixin, BaseEstimator):
+    """The study's MLP (:class:`MLPSettings`) with scikit-learn's estimator contract.
+
+    ``fit`` / ``predict_proba`` train and use one MLP (standardisation included: give it raw
+    features); :meth:`cross_val_proba` trains every fold of a cross-validation at once, which
+    the evaluation stage uses instead of one ``fit`` per fold.
+
+    Args:
+        max_epochs, patience, batch_size, learning_rate, validation_fraction: as in
+            :class:`MLPSettings` (the config's ``evaluation.mlp``).
+        random_state: seed of the validation split, initialisation and shuffling.
+        device: "auto" (a CUDA GPU when PyTorch sees one), "cpu" or "cuda[:N]".
+    """
+
+    def __init__(
+        self,
+        max_epochs: int = 200,
+        patience: int = 10,
+        batch_size: int = 256,
+        learning_rate: float = 1e-3,
+        validation_fraction: float = 0.2,
+        random_state: int = 0,
+        device: str = "auto",
+    ) -> None:
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+        self.device = device
+
+    def _settings(self) -> MLPSettings:
+        return MLPSettings(
+            max_epochs=self.max_epochs,
+            patience=self.patience,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            validation_fraction=self.validation_fraction,
+        )
+
+    def _device(self) -> str:
+        from skintl.features.extract import resolve_device
+
+        return str(resolve_device(self.device))
+
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> Any:
+        """Fit on (N, d) features; ``groups`` (N,) patient ids are required."""
+        X, y = validate_data(self, X, y)
+        if groups is None:
+            raise ValueError(
+                "TorchStudyMLP.fit needs groups= (patient ids) for its validation split"
+            )
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        train = [np.arange(len(y))]
+        self.model_ = fit_folds(
+            X, codes, np.asarray(groups), train, self._settings(), self.random_state, self._device()
+        )[0]
+        self.best_epoch_ = self.model_.best_epoch
+        self.validation_loss_curve_ = self.model_.curve
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """(N, d) -> (N, K) probabilities, columns in ``classes_`` order."""
+        check_is_fitted(self, "model_")
+        X = validate_data(self, X, reset=False)
+        return self.model_.predict_proba(X)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.classes_[self.predict_proba(X).argmax(axis=1)])
+
+    def cross_val_proba(
+        self, X: np.ndarray, y: np.ndarray, groups: np.ndarray, fold: np.ndarray
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Train one MLP per fold (all at once) and predict each fold's test rows.
+
+        Args:
+            X: (N, d) features; y: (N,) labels; groups: (N,) patient ids; fold: (N,) fold
+                number 0..F-1 of each row's test fold.
+
+        Returns:
+            The class labels (K,) and, per fold, the (n_test, K) probabilities of its rows in
+            ``np.flatnonzero(fold == k)`` order.
+        """
+        classes, codes = np.unique(y, return_inverse=True)
+        n_folds = int(fold.max()) + 1
+        train = [np.flatnonzero(fold != k) for k in range(n_folds)]
+        models = fit_folds(
+            np.asarray(X, dtype=np.float32), codes, np.asarray(groups), train,
+            self._settings(), self.random_state, self._device(),
+        )  # fmt: skip
+        return classes, [m.predict_proba(X[fold == k]) for k, m in enumerate(models)]
