@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from skintl.io import write_text
+
+log = logging.getLogger(__name__)
 
 
 def fingerprint(obj: Any) -> str:
@@ -39,3 +45,19 @@ def prepare_run_dir(config_text: str, run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(config_text, run_dir / "config.yaml")
     return run_dir
+
+
+@contextmanager
+def removed_on_failure(run_dir: Path) -> Iterator[Path]:
+    """Remove ``run_dir`` if the block fails and the directory did not exist before it.
+
+    A study that stops at the data stage then leaves no half-made run directory behind.
+    """
+    created = not run_dir.exists()
+    try:
+        yield run_dir
+    except BaseException:
+        if created and run_dir.exists():
+            shutil.rmtree(run_dir)
+            log.warning("removed %s: the run stopped before its data stage finished", run_dir)
+        raise

@@ -34,11 +34,12 @@ class DataProblems(DataError):
 
     def __init__(self, messages: list[str], shown: int = DEFAULT_SHOWN) -> None:
         self.messages = messages
-        lines = [f"- {m}" for m in messages[:shown]]
-        if len(messages) > shown:
-            lines.append(f"... and {len(messages) - shown} more")
         n = len(messages)
-        lines.append(f"{n} problem{'s' if n != 1 else ''} in the input data: fix them and rerun")
+        count = f"{n} problem{'s' if n != 1 else ''} in the input data"
+        lines = [f"{count}:"] + [f"- {m}" for m in messages[:shown]]
+        if n > shown:
+            lines.append(f"... and {n - shown} more")
+        lines.append(f"{count}: fix {'them' if n != 1 else 'it'} and rerun")
         super().__init__("\n".join(lines))
 
 
