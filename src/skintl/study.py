@@ -41,7 +41,7 @@ def counts_summary(counts: pd.DataFrame, run_dir: Path, max_rows: int = 30) -> s
     if len(per_patient) <= max_rows:
         return f"patches per patient and class (also in {full}):\n{counts.to_string()}"
     stats = per_patient.describe().loc[["min", "50%", "max"]].rename(index={"50%": "median"})
-    table = pd.concat([counts.loc[["total"]], stats.round(1)])
+    table = pd.concat([counts.loc[["total"]].astype(str), stats.map("{:g}".format)])
     return (
         f"patches per class over {len(per_patient)} patients (total, and min / median / max "
         f"per patient; every patient in {full}):\n{table.to_string()}"

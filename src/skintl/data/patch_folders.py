@@ -25,6 +25,7 @@ import pandas as pd
 from skintl.config import DataConfig
 from skintl.data.sources import IMAGE_SUFFIXES, read_rgb
 from skintl.data.validate import DataError, Item, Problems, duplicates, pixel_hash
+from skintl.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,11 @@ def patch_folders_manifest(data: DataConfig, classes: list[str]) -> pd.DataFrame
     lookup = class_lookup(data, classes)
     problems = Problems()
     files = [p for p in sorted(data.root.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
-    read = [problems.attempt(_read_patch, f, data, lookup, classes) for f in files if f.is_file()]
+    read = [
+        problems.attempt(_read_patch, f, data, lookup, classes)
+        for f in progress(files, "data", "patch")
+        if f.is_file()
+    ]
     patches = [p for p in read if p is not None]
     if not files:
         raise DataError(f"{data.root}: no image files found (expected <patient>/<class>/*.png)")

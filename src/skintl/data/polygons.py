@@ -25,6 +25,7 @@ from skintl.data.patch_folders import class_lookup
 from skintl.data.sources import MANIFEST_COLUMNS, read_rgb
 from skintl.data.validate import DataError, Item, Problems, duplicates, pixel_hash
 from skintl.io import atomic_path
+from skintl.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ def polygon_manifest(data: DataConfig, classes: list[str], mask_dir: Path) -> pd
     patient_of = _patient_finder(data)
     rows, items = [], []
     seen: dict[Path, Path] = {}
-    for photo in photos:
+    for photo in progress(photos, "data", "photo"):
         if photo.image_path in seen:
             problems.add(
                 f"{photo.source_file}: annotates {photo.image_path} again (so does "

@@ -21,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 from skintl.config import DataConfig, StudyConfig
 from skintl.data.validate import DataError, Item, Problems, duplicates, inside_root, pixel_hash
+from skintl.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def masked_folder_manifest(data: DataConfig, classes: list[str]) -> pd.DataFrame
     problems = Problems()
     rows, items = [], []
     first_row: dict[Path, str] = {}
-    for i, rec in df.iterrows():
+    for i, rec in progress(df.iterrows(), "data", "photo", total=len(df)):
         ref = _row_ref(meta_path, int(str(i)))
         row = problems.attempt(_photo_row, rec, ref, data)
         if row is None:
