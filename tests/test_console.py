@@ -55,3 +55,27 @@ def test_counts_summary_is_compact_when_many(tmp_path: Path) -> None:
     rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[-4:]}
     assert rows["total"] == ["40", "80", "0"]
     assert rows["min"] == rows["median"] == rows["max"] == ["1", "2", "0"]
+
+
+def test_help_and_data_commands_start_without_torch() -> None:
+    """`skintl --help` and the data commands parse without importing torch, sklearn, Lightning
+    (their start-up time is measured in benchmarks/bench_startup.py)."""
+    import subprocess
+    import sys
+
+    code = "import sys; from skintl.cli import build_parser, _command; "
+    code += "build_parser(_command(['data', 'c.yaml'])).parse_args(['data', 'c.yaml']); "
+    code += (
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'sklearn', 'lightning'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_pretrain_help_still_lists_its_options(capsys: pytest.CaptureFixture) -> None:
+    from skintl.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["pretrain", "--help"])
+    assert e.value.code == 0
+    assert "--method" in capsys.readouterr().out
