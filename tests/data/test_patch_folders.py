@@ -11,9 +11,11 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import SHARED_PAD
 from skintl.config import load_config, parse_config
 from skintl.data.patch_folders import patch_folders_manifest
 from skintl.data.validate import DataError
@@ -152,3 +154,37 @@ def test_split_above_patients_and_unknown_class_folder(tmp_path: Path) -> None:
     _save(tmp_path / "TEST" / "P03" / "BCC" / "c.png", np.full((8, 8, 3), 2, np.uint8))
     with pytest.raises(DataError, match=r"class folder 'BCC'.*class_aliases"):
         _manifest(tmp_path, ALIASES)
+
+
+@pytest.mark.skipif(
+    not (SHARED_PAD / "metadata.csv").is_file(),
+    reason=f"real-data test: PAD-UFES-20 masked subset not found at {SHARED_PAD}",
+)
+def test_real_patches_in_the_original_layout_round_trip(tmp_path: Path) -> None:
+    """Patches cut from 3 real PAD-UFES patients, written in the original LOPO layout (TRAIN
+    copies included), read back as exactly the patients and counts they were cut as."""
+    from skintl.data.stage import counts_table, run_data, run_patches
+
+    meta = pd.read_csv(SHARED_PAD / "metadata.csv")
+    patients = sorted(meta.loc[meta["diagnostic"].isin(["ACK", "SEK"]), "patient_id"])[:3]
+    data = {
+        "root": str(SHARED_PAD),
+        "include": {"patient_id": patients},
+        "mask_mode": "binary",
+        "diagnosis_to_class": {"ACK": "AK", "SEK": "SK"},
+        "mask_values": {},
+    }
+    cfg = parse_config(tiny_config(SHARED_PAD, data=data))
+    run_data(cfg, tmp_path / "run")
+    patches, index = run_patches(cfg, tmp_path / "run")
+    root = tmp_path / "lopo"
+    for k, row in index.iterrows():
+        for case in patients:
+            split = "TEST" if case == row["patient_id"] else "TRAIN"
+            _save(root / case / split / str(row["class"]) / f"{k}.png", patches[k])
+    read = _manifest(root, {})
+    expected = counts_table(index, cfg.classes).drop(index="total")
+    got = pd.crosstab(read["patient_id"], read["annotation"]).reindex(
+        columns=cfg.classes, fill_value=0
+    )
+    assert got.to_dict() == expected.to_dict()
