@@ -167,8 +167,8 @@ def many_problems(tmp_path: Path) -> tuple[Path, list[str]]:
         "row 18: lists",  # P008_1 listed twice
         "row 19) (patient P009) has the same pixels as",
         "row 20) has the same pixels as",
-        "row 21: image path '../../etc/passwd' points outside the data root",
-        "row 22: image path '/etc/hostname' points outside the data root",
+        "row 21: path '../../etc/passwd' points outside the data root",
+        "row 22: path '/etc/hostname' points outside the data root",
         "row 14: empty patient_id",
     ]
     return root, expected

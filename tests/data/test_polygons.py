@@ -236,3 +236,16 @@ def test_labelme_study_cuts_patches_of_both_classes(tmp_path: Path) -> None:
     # per photo: 2x2 grid cells inside each 40 px square, healthy cells away from both
     counts = index.groupby("class").size().to_dict()
     assert counts["AK"] == counts["SK"] == 3 * 4 and counts["healthy"] > 0
+
+
+def test_new_outlines_give_a_new_mask_path(tmp_path: Path) -> None:
+    """The patches stage's fingerprint lists mask paths: an edited outline must change the path."""
+    root = tmp_path / "data"
+    write_photo(root / "PAT1_a.png", 0)
+    write_labelme(root / "PAT1_a.json", "PAT1_a.png")
+    before = _manifest(root, "labelme", tmp_path, patient_regex=r"^(PAT\d+)")["annotation"][0]
+    doc = json.loads((root / "PAT1_a.json").read_text())
+    doc["shapes"][0]["points"][0] = [4, 4]
+    (root / "PAT1_a.json").write_text(json.dumps(doc))
+    after = _manifest(root, "labelme", tmp_path, patient_regex=r"^(PAT\d+)")["annotation"][0]
+    assert before != after and Path(before).is_file() and Path(after).is_file()

@@ -148,8 +148,12 @@ def read_geojson(path: Path, root: Path, problems: Problems) -> list[AnnotatedPh
     images = [
         p for p in sorted(path.parent.glob(path.stem + ".*")) if p.suffix.lower() in IMAGE_SUFFIXES
     ]
-    if not images:
-        raise DataError(f"{path}: no image {path.stem}.png/.jpg/... beside it; put the photo there")
+    if len(images) != 1:
+        found = [p.name for p in images] or "none"
+        raise DataError(
+            f"{path}: outlines the image named {path.stem}.png/.jpg/... beside it; found {found} "
+            "(there must be exactly one)"
+        )
     lesions = []
     for k, feature in enumerate(features):
         label = _geojson_label(feature.get("properties"))

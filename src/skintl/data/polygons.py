@@ -239,7 +239,10 @@ def _photo(
     problems.raise_if_any()
     assert image is not None and mask is not None
     rel = photo.image_path.relative_to(data.root.resolve() if data.root else Path("/"))
-    mask_path = mask_dir / ("__".join(rel.with_suffix("").parts) + ".png")
+    # the content hash in the name: new outlines make a new path, so the patches stage's
+    # fingerprint (which lists the manifest's mask paths) sees the change
+    name = "__".join(rel.with_suffix("").parts) + f"-{pixel_hash(mask)[:12]}.png"
+    mask_path = mask_dir / name
     with atomic_path(mask_path) as tmp:
         Image.fromarray(mask).save(tmp, format="PNG")
     names = sorted({lesion.label for lesion in photo.lesions if lesion.label in label_index})

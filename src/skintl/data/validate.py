@@ -131,7 +131,7 @@ def inside_root(root: Path, relative: str, where: str) -> Path:
     path = Path(os.path.normpath(base / relative))
     if not path.is_relative_to(base):
         raise DataError(
-            f"{where}: image path {relative!r} points outside the data root {base}; "
+            f"{where}: path {relative!r} points outside the data root {base}; "
             "paths must stay inside data.root (move the image there and use a relative path)"
         )
     return path
