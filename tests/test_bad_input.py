@@ -184,7 +184,7 @@ def test_one_run_lists_every_problem(
     root, expected = many_problems
     cfg = tiny_config(root, data={"max_image_pixels": 64 * 64})
     config = write_config(tmp_path / "c.yaml", cfg)
-    run = tmp_path / "run"
+    run = tmp_path / "runs" / "bad"
     args = [command, str(config)] + ([] if command == "check" else ["--run-dir", str(run)])
     assert main(args) == 2
     err = capsys.readouterr().err
@@ -193,7 +193,7 @@ def test_one_run_lists_every_problem(
     assert not missing, err
     assert "data.max_image_pixels" in err
     assert f"{len(expected)} problems in the input data" in err
-    assert not run.exists()  # no half-made run directory
+    assert not (tmp_path / "runs").exists()  # no half-made run directory, nor its parent
 
 
 def test_problem_list_is_capped_but_counted(

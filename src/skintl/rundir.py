@@ -53,11 +53,12 @@ def removed_on_failure(run_dir: Path) -> Iterator[Path]:
 
     A study that stops at the data stage then leaves no half-made run directory behind.
     """
-    created = not run_dir.exists()
+    # the topmost folder this block creates (``runs/`` too, on a first run)
+    new = next((p for p in reversed([run_dir, *run_dir.parents]) if not p.exists()), None)
     try:
         yield run_dir
     except BaseException:
-        if created and run_dir.exists():
-            shutil.rmtree(run_dir)
-            log.warning("removed %s: the run stopped before its data stage finished", run_dir)
+        if new is not None and new.exists():
+            shutil.rmtree(new)
+            log.warning("removed %s: the run stopped before its data stage finished", new)
         raise

@@ -83,7 +83,7 @@ def _originals(patches: list[Patch], problems: Problems) -> list[Patch]:
     originals = [p for p in patches if p.split.lower() == TEST]
     by_digest = {p.digest: p for p in originals}
     copies = [p for p in patches if p.split.lower() != TEST]
-    own = 0
+    own = matched = 0
     for copy in copies:
         original = by_digest.get(copy.digest)
         if original is None:
@@ -97,6 +97,7 @@ def _originals(patches: list[Patch], problems: Problems) -> list[Patch]:
                 f"{copy.path} is class {copy.cls} but its TEST original {original.path} is class "
                 f"{original.cls}; the copies of one patch must agree on its class"
             )
+        matched += original is not None
         own += original is not None and original.patient_id == copy.patient_id
     if own:
         log.warning(
@@ -110,7 +111,7 @@ def _originals(patches: list[Patch], problems: Problems) -> list[Patch]:
         "%d duplicate copies dropped",
         len({p.patient_id for p in originals}),
         dict(sorted(counts.items())),
-        len(copies),
+        matched,
     )
     return originals
 
