@@ -51,7 +51,7 @@ def prepare_run_dir(config_text: str, run_dir: Path) -> Path:
 def removed_on_failure(run_dir: Path) -> Iterator[Path]:
     """Remove ``run_dir`` if the block fails and the directory did not exist before it.
 
-    A study that stops at the data stage then leaves no half-made run directory behind.
+    A study that stops at its data stage then leaves no half-made run directory behind.
     """
     # the topmost folder this block creates (``runs/`` too, on a first run)
     new = next((p for p in reversed([run_dir, *run_dir.parents]) if not p.exists()), None)
@@ -60,5 +60,5 @@ def removed_on_failure(run_dir: Path) -> Iterator[Path]:
     except BaseException:
         if new is not None and new.exists():
             shutil.rmtree(new)
-            log.warning("removed %s: the run stopped before its data stage finished", new)
+            log.warning("removed %s, which this failed run had made", new)
         raise
