@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 MANIFEST_COLUMNS = ["image_path", "annotation", "patient_id", "labels", "source"]
-#: outlines drawn on photos, rasterised into masks by the data stage (skintl.data.annotations)
+#: outlines drawn on photos, rasterised into masks by the data stage (skintl.data.polygons)
 POLYGON_SOURCES = ("labelme", "coco", "geojson")
 __all__ = ["DataError", "read_mask", "read_rgb"]
 
