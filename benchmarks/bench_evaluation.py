@@ -10,7 +10,7 @@ The thesis protocol is slow (about a core-minute per fold at 2048 features), so 
 
     python benchmarks/bench_evaluation.py [--layers layer1 layer2 layer3 layer4]
         [--classifiers mlp logreg knn] [--folds 23] [--n-jobs -1] [--thesis-folds 2]
-        [--features realistic|separable]
+        [--features realistic|separable] [--compare-sklearn-mlp]
 """
 
 from __future__ import annotations
@@ -74,7 +74,9 @@ def thesis_sized_run(
         write_json(record, folder / f"{layer}.json")
 
 
-def config(layers: list[str], classifiers: list[str], folds: int, n_jobs: int) -> dict:
+def config(
+    layers: list[str], classifiers: list[str], folds: int, n_jobs: int, mlp: str = "torch"
+) -> dict:
     return {
         "data": {"source": "synthetic"},
         "features": {"encoders": [{"name": "r50", "arch": "resnet50"}], "layers": layers},
@@ -82,8 +84,50 @@ def config(layers: list[str], classifiers: list[str], folds: int, n_jobs: int) -
             "splits": {"kind": "stratified_group_kfold", "n_splits": folds},
             "classifiers": classifiers,
             "n_jobs": n_jobs,
+            "mlp": {"implementation": mlp},
         },
     }
+
+
+def timed_evaluation(cfg: Any, run: Path) -> tuple[pd.DataFrame, float, dict[str, float]]:
+    """The metrics table, the stage's wall time and the seconds per classifier (all layers)."""
+    import skintl.evaluation.stage as stage
+
+    spent: dict[str, float] = {}
+    run_cell = stage.run_cell
+
+    def timed(*args: Any, **kwargs: Any) -> pd.DataFrame:
+        t = time.perf_counter()
+        out = run_cell(*args, **kwargs)
+        clf = str(args[5]).split("/")[-1]  # desc: encoder/layer/classifier
+        spent[clf] = spent.get(clf, 0.0) + time.perf_counter() - t
+        return out
+
+    stage.run_cell = timed
+    try:
+        t = time.perf_counter()
+        table = run_evaluation(cfg, run)
+        return table, time.perf_counter() - t, spent
+    finally:
+        stage.run_cell = run_cell
+
+
+def ci_check(run_old: Path, run_new: Path, table: pd.DataFrame) -> list[str]:
+    """Each cell's new balanced accuracy against the old cell's patient-bootstrap 95% CI."""
+    from skintl.evaluation.stats import balanced_accuracy, bootstrap_ci
+
+    lines = []
+    for r in table.itertuples():
+        rel = Path("evaluation") / "r50" / str(r.layer) / str(r.classifier) / "predictions.parquet"
+        old = pd.read_parquet(run_old / rel)
+        new = pd.read_parquet(run_new / rel)
+        est, lo, hi = bootstrap_ci(old, balanced_accuracy, n_boot=1000)
+        now = balanced_accuracy(new)
+        inside = "inside" if lo <= now <= hi else "OUTSIDE"
+        lines.append(
+            f"{r.layer}/{r.classifier}: old {est:.3f} [{lo:.3f}, {hi:.3f}], new {now:.3f} {inside}"
+        )
+    return lines
 
 
 def time_thesis(cfg: Any, run: Path, layers: list[str], n_folds: int) -> dict[str, float]:
@@ -117,14 +161,26 @@ def main() -> None:
         "accuracy; real PAD-UFES patches give 0.55-0.65); separable: signal in every "
         "dimension (layer4 reaches 1.0, and the MLP trains to its epoch cap)",
     )
+    ap.add_argument(
+        "--compare-sklearn-mlp",
+        action="store_true",
+        help="also run the stage with evaluation.mlp.implementation: sklearn (one "
+        "MLPClassifier per fold, the former path) and print the speed-up and a CI check",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        run = Path(tmp)
+        run = Path(tmp) / "torch"
         thesis_sized_run(run, args.layers, args.features)
         cfg = parse_config(config(args.layers, args.classifiers, args.folds, args.n_jobs))
-        t = time.perf_counter()
-        table = run_evaluation(cfg, run)
-        t_skintl = time.perf_counter() - t
+        table, t_skintl, spent = timed_evaluation(cfg, run)
+        if args.compare_sklearn_mlp:
+            old_run = Path(tmp) / "sklearn"
+            thesis_sized_run(old_run, args.layers, args.features)
+            old_cfg = parse_config(
+                config(args.layers, args.classifiers, args.folds, args.n_jobs, "sklearn")
+            )
+            _, t_old, spent_old = timed_evaluation(old_cfg, old_run)
+            checks = ci_check(old_run, run, table)
         t_thesis = time_thesis(cfg, run, args.layers, args.thesis_folds)
     n_cells = len(args.layers) * len(args.classifiers)
     workers = "all cores" if args.n_jobs == -1 else f"{args.n_jobs} jobs"
@@ -132,11 +188,18 @@ def main() -> None:
         f"thesis-sized set: {sum(COUNTS.values())} patches, 23 patients, {args.folds} folds, "
         f"{args.features} features"
     )
+    per_clf = ", ".join(f"{c} {s:.1f} s" for c, s in spent.items())
     print(
         f"skintl evaluate ({workers}): {n_cells} cells ({', '.join(args.classifiers)} x "
         f"{len(args.layers)} layers) x {args.folds} folds: {t_skintl:.1f} s "
-        f"({t_skintl / n_cells:.1f} s per cell)"
+        f"({t_skintl / n_cells:.1f} s per cell; {per_clf})"
     )
+    if args.compare_sklearn_mlp:
+        per_old = ", ".join(f"{c} {s:.1f} s" for c, s in spent_old.items())
+        print(f"same stage with the scikit-learn MLP (former path): {t_old:.1f} s ({per_old})")
+        print(f"speed-up of the whole stage: {t_old / t_skintl:.2f}x")
+        print("balanced accuracy of each cell against the former cell's patient-bootstrap CI:")
+        print("\n".join("  " + line for line in checks))
     for layer, per_fold in t_thesis.items():
         print(
             f"thesis protocol (full-batch Adam, 500 epochs, 1 process) {layer}: "

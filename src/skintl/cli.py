@@ -46,15 +46,25 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
+    from skintl.rundir import removed_on_failure
     from skintl.study import STAGES, prepare_run_dir
 
     cfg = load_config(args.config)
-    run_dir = prepare_run_dir(cfg, _run_dir(args, cfg))
-    result = STAGES[args.command](cfg, run_dir)
+    with removed_on_failure(_run_dir(args, cfg)) as run_dir:
+        prepare_run_dir(cfg, run_dir)
+        result = STAGES[args.command](cfg, run_dir)
     if args.command == "evaluate":
         from skintl.evaluation.stage import summary_text
 
         print(summary_text(result))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from skintl.data.check import check_data
+
+    cfg = load_config(args.config)
+    print(check_data(cfg))
     return 0
 
 
@@ -126,12 +136,14 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_pretrain(sub: argparse._SubParsersAction) -> None:
-    from skintl.pretrain.cli import add_arguments
-
+def _add_pretrain(sub: argparse._SubParsersAction, full: bool) -> None:
     p = sub.add_parser(
         "pretrain", help="pre-train a backbone (supervised, SimCLR, MoCo v2) on a source set"
     )
+    if not full:  # its options need torch: built only when this command is run
+        return
+    from skintl.pretrain.cli import add_arguments
+
     p.add_argument("config", help="study config whose data/patches sections give the source set")
     p.add_argument(
         "--input",
@@ -157,10 +169,12 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_pretrain)
 
 
-def _add_weights(sub: argparse._SubParsersAction) -> None:
+def _add_weights(sub: argparse._SubParsersAction, full: bool) -> None:
+    w = sub.add_parser("weights", help="manage encoder weights")
+    if not full:  # the format names need torch: built only when this command is run
+        return
     from skintl.encoders.importers import IMPORTERS
 
-    w = sub.add_parser("weights", help="manage encoder weights")
     wsub = w.add_subparsers(dest="weights_command", required=True)
     imp = wsub.add_parser(
         "import", help="convert a published checkpoint into a skintl encoder file"
@@ -177,7 +191,9 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
     imp.set_defaults(func=cmd_weights_import)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; ``pretrain`` and ``weights`` get their options only when ``command`` is theirs
+    (or None), so every other command starts without importing torch."""
     p = argparse.ArgumentParser(
         prog="skintl",
         description="Transfer learning from pre-trained CNNs to skin lesions in clinical photos.",
@@ -206,13 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dir", help="run directory of `skintl study`")
     r.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of patients")
     r.set_defaults(func=cmd_report)
-    _add_weights(sub)
-    _add_pretrain(sub)
+    c = sub.add_parser("check", help="validate the config and its data; write nothing")
+    c.add_argument("config", help="YAML study config")
+    c.set_defaults(func=cmd_check)
+    _add_weights(sub, command in (None, "weights"))
+    _add_pretrain(sub, command in (None, "pretrain"))
     return p
 
 
+def _command(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command(argv) or "").parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

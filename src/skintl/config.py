@@ -6,13 +6,20 @@ errors that name the key and the fix, raised before any long work starts.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from skintl.encoders.backbones import BACKBONES, LAYERS
 from skintl.labels import DEFAULT_CLASSES, HEALTHY
 
 
@@ -41,7 +48,7 @@ class SyntheticConfig(_Strict):
 class DataConfig(_Strict):
     """Where the annotated photos (or cut patches) come from."""
 
-    source: Literal["masked_folder", "patch_folders", "synthetic"]
+    source: Literal["masked_folder", "patch_folders", "labelme", "coco", "geojson", "synthetic"]
     root: Path | None = None
     metadata: str = "metadata.csv"
     image_column: str = "image"
@@ -55,11 +62,40 @@ class DataConfig(_Strict):
     mask_mode: Literal["binary", "multiclass"] = "binary"
     diagnosis_to_class: dict[str, str] = Field(default_factory=dict)
     mask_values: dict[int, str] = Field(default_factory=dict)
-    #: patch folders: folder name -> class, e.g. {NORM: healthy, SBL: SK}
+    #: patch folders and polygon labels: name -> class, e.g. {NORM: healthy, SBL: SK, 0: AK}
     class_aliases: dict[str, str] = Field(default_factory=dict)
+    #: polygon labels to skip (rulers, pen marks), e.g. [ruler]
+    ignore_labels: list[str] = Field(default_factory=list)
+    #: polygon sources: the COCO file, or a glob of LabelMe / GeoJSON files, under ``root``
+    #: (default **/*.json for labelme, **/*.geojson for geojson)
+    annotations: str | None = None
+    #: polygon sources: patient id from the image file name (group ``patient`` or the first
+    #: group), e.g. '^(PAT_\d+)_'; without it the metadata CSV maps image -> patient
+    patient_regex: str | None = None
+    #: images with more pixels are refused as possible decompression bombs (None: Pillow's
+    #: 89,478,485); raise it for large photos you trust
+    max_image_pixels: int | None = Field(None, ge=1)
+    #: problems listed in full when the data has several (all are counted)
+    max_problems: int = Field(50, ge=1)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)  # type: ignore[arg-type]
     #: patients left out of the manifest (a pre-training source drops the study's patients here)
     exclude_patients: list[str] = Field(default_factory=list)
+
+    @field_validator("class_aliases", mode="before")
+    @classmethod
+    def _names_as_text(cls, value: Any) -> Any:
+        # numeric folder names (0/1/2) arrive from YAML as int keys
+        return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
+
+    @field_validator("patient_regex")
+    @classmethod
+    def _valid_regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as e:
+                raise ValueError(f"not a valid regular expression: {e}") from None
+        return value
 
 
 class PatchConfig(_Strict):
@@ -81,6 +117,8 @@ class EncoderConfig(_Strict):
 
     @model_validator(mode="after")
     def _known_arch(self) -> EncoderConfig:
+        from skintl.encoders.backbones import BACKBONES  # torch: imported when a config is read
+
         if self.arch not in BACKBONES:
             raise ValueError(f"unknown arch {self.arch!r}; valid: {', '.join(BACKBONES.names())}")
         return self
@@ -100,6 +138,7 @@ class FeatureConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> FeatureConfig:
+        from skintl.encoders.backbones import LAYERS
         from skintl.features.handcrafted import HANDCRAFTED
 
         _check_names(HANDCRAFTED, self.handcrafted)
@@ -236,6 +275,8 @@ class StudyConfig(_Strict):
                     f"{where} maps to unknown classes {unknown}; declared classes are "
                     f"{self.classes} (add them to `classes:` or fix the spelling)"
                 )
+        from skintl.encoders.backbones import LAYERS
+
         encoder_names = {e.name for e in self.features.encoders}
         for ft in self.evaluation.finetune:
             if ft.encoder not in encoder_names or ft.layer not in LAYERS:
@@ -259,6 +300,8 @@ class StudyConfig(_Strict):
                     )
         if d.source != "synthetic" and d.root is None:
             raise ValueError("data.root is required for source " + repr(d.source))
+        if d.source == "coco" and not d.annotations:
+            raise ValueError("source coco needs data.annotations (the COCO JSON under data.root)")
         if d.source == "masked_folder" and d.mask_mode == "binary" and not d.diagnosis_to_class:
             raise ValueError("binary masks need data.diagnosis_to_class (e.g. {ACK: AK, SEK: SK})")
         if d.source == "masked_folder" and d.mask_mode == "multiclass" and not d.mask_values:

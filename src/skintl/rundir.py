@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from skintl.io import write_text
+
+log = logging.getLogger(__name__)
 
 
 class StaleError(RuntimeError):
@@ -87,3 +93,20 @@ def content_hashes(paths: list[str], cache_path: Path) -> list[str]:
     if changed:
         write_text(json.dumps(cache), cache_path)
     return out
+
+
+@contextmanager
+def removed_on_failure(run_dir: Path) -> Iterator[Path]:
+    """Remove ``run_dir`` if the block fails and the directory did not exist before it.
+
+    A study that stops at its data stage then leaves no half-made run directory behind.
+    """
+    # the topmost folder this block creates (``runs/`` too, on a first run)
+    new = next((p for p in reversed([run_dir, *run_dir.parents]) if not p.exists()), None)
+    try:
+        yield run_dir
+    except BaseException:
+        if new is not None and new.exists():
+            shutil.rmtree(new)
+            log.warning("removed %s, which this failed run had made", new)
+        raise

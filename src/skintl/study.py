@@ -33,13 +33,29 @@ def prepare_run_dir(cfg: StudyConfig, run_dir: Path) -> Path:
     return rundir.prepare_run_dir(dump_config(cfg), run_dir)
 
 
+def counts_summary(counts: pd.DataFrame, run_dir: Path, max_rows: int = 30) -> str:
+    """The patients x classes table of :func:`counts_table`, or, with many patients, each
+    class's total and its min / median / max over patients; says where the full table is."""
+    full = run_dir / "patches" / "counts.csv"
+    per_patient = counts.drop(index="total")
+    if len(per_patient) <= max_rows:
+        return f"patches per patient and class (also in {full}):\n{counts.to_string()}"
+    stats = per_patient.describe().loc[["min", "50%", "max"]].rename(index={"50%": "median"})
+    table = pd.concat([counts.loc[["total"]].astype(str), stats.map("{:g}".format)])
+    return (
+        f"patches per class over {len(per_patient)} patients (total, and min / median / max "
+        f"per patient; every patient in {full}):\n{table.to_string()}"
+    )
+
+
 def run_study(cfg: StudyConfig, run_dir: Path, report: bool = True) -> pd.DataFrame:
     """All stages in order; finished work in ``run_dir`` is reused. Returns the metrics table."""
-    prepare_run_dir(cfg, run_dir)
-    run_data(cfg, run_dir)
+    with rundir.removed_on_failure(run_dir):
+        prepare_run_dir(cfg, run_dir)
+        run_data(cfg, run_dir)
     run_patches(cfg, run_dir)
     _, index = load_patches(run_dir)
-    log.info("patches per class and patient:\n%s", counts_table(index, cfg.classes).tail(1))
+    log.info("%s", counts_summary(counts_table(index, cfg.classes), run_dir))
     run_pretrain(cfg, run_dir)
     run_features(cfg, run_dir)
     table = run_evaluation(cfg, run_dir)

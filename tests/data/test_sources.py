@@ -1,4 +1,4 @@
-"""Data sources: the real PAD-UFES folder as it is, patch folders, synthetic."""
+"""Data sources: the real PAD-UFES folder as it is (patch folders: test_patch_folders.py)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from conftest import SHARED_PAD
 from skintl.config import parse_config
 from skintl.data.sources import (
-    DataError,
     lesion_label_map,
     masked_folder_manifest,
-    patch_folders_manifest,
     read_mask,
 )
 
@@ -49,42 +46,3 @@ def test_real_pad_ufes_loader() -> None:
     expected = cfg.classes.index("AK" if row["labels"] == "ACK" else "SK")
     assert set(np.unique(lab)) == {-1, expected}
     assert abs((lab >= 0).mean() - float(row["mask_fraction"])) < 0.01
-
-
-def _write_patch(path: Path, value: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((50, 50, 3), value, np.uint8)).save(path)
-
-
-def test_patch_folders_with_aliases_and_split_levels(tmp_path: Path) -> None:
-    _write_patch(tmp_path / "P01" / "TRAIN" / "AK" / "a.png", 10)
-    _write_patch(tmp_path / "P01" / "TEST" / "NORM" / "b.png", 20)
-    _write_patch(tmp_path / "P02" / "SBL" / "c.png", 30)
-    cfg = parse_config(
-        {
-            "data": {
-                "source": "patch_folders",
-                "root": str(tmp_path),
-                "class_aliases": {"NORM": "healthy", "SBL": "SK"},
-            },
-            "features": {"encoders": [{"name": "r18", "arch": "resnet18"}]},
-        }
-    )
-    m = patch_folders_manifest(cfg.data, cfg.classes)
-    assert m[["patient_id", "annotation", "split"]].values.tolist() == [
-        ["P01", "healthy", "TEST"],
-        ["P01", "AK", "TRAIN"],
-        ["P02", "SK", ""],
-    ]
-
-
-def test_patch_folders_unknown_class_folder(tmp_path: Path) -> None:
-    _write_patch(tmp_path / "P01" / "BCC" / "a.png", 10)
-    cfg = parse_config(
-        {
-            "data": {"source": "patch_folders", "root": str(tmp_path)},
-            "features": {"encoders": [{"name": "r18", "arch": "resnet18"}]},
-        }
-    )
-    with pytest.raises(DataError, match=r"class folder 'BCC'.*class_aliases"):
-        patch_folders_manifest(cfg.data, cfg.classes)

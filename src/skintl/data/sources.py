@@ -10,6 +10,9 @@ file or row and the fix.
 from __future__ import annotations
 
 import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,41 +20,61 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from skintl.config import DataConfig, StudyConfig
-from skintl.labels import HEALTHY
+from skintl.data.validate import DataError, Item, Problems, duplicates, inside_root, pixel_hash
+from skintl.progress import progress
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-SPLIT_FOLDERS = {"train", "test", "val", "valid", "validation"}
 MANIFEST_COLUMNS = ["image_path", "annotation", "patient_id", "labels", "source"]
+#: outlines drawn on photos, rasterised into masks by the data stage (skintl.data.polygons)
+POLYGON_SOURCES = ("labelme", "coco", "geojson")
+__all__ = ["DataError", "read_mask", "read_rgb"]
 
 
-class DataError(ValueError):
-    """Bad input data; the message names the file or row and the fix."""
+@contextmanager
+def _pixel_limit(max_pixels: int | None) -> Iterator[None]:
+    """Pillow's decompression-bomb guard as an error at ``max_pixels`` (None: Pillow's limit)."""
+    default = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        Image.MAX_IMAGE_PIXELS = max_pixels or default
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = default
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """Decode an image as (H, W, 3) uint8, or raise :class:`DataError` naming the file."""
+def _decode(path: Path, what: str, max_pixels: int | None) -> np.ndarray:
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+        with _pixel_limit(max_pixels), Image.open(path) as im:
+            return np.asarray(im.convert("RGB") if what == "image" else im)
     except FileNotFoundError:
-        raise DataError(f"{path}: image file not found (check the metadata path)") from None
+        raise DataError(f"{path}: {what} file not found (check the metadata path)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(
+            f"{path}: {what} refused as a possible decompression bomb ({e}); if you trust the "
+            "file, raise data.max_image_pixels in the config"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise DataError(
-            f"{path}: cannot decode image ({e}); replace the file or drop its row from the metadata"
+            f"{path}: cannot decode {what} ({e}); replace the file or drop its row from the "
+            "metadata"
         ) from None
 
 
-def read_mask(path: Path) -> np.ndarray:
+def read_rgb(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    """Decode an image as (H, W, 3) uint8, or raise :class:`DataError` naming the file.
+
+    Images over ``max_pixels`` pixels (None: Pillow's limit) are refused as possible
+    decompression bombs.
+    """
+    return _decode(path, "image", max_pixels)
+
+
+def read_mask(path: Path, max_pixels: int | None = None) -> np.ndarray:
     """Decode a label mask as (H, W) uint8 (first channel if it has several)."""
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im)
-    except FileNotFoundError:
-        raise DataError(f"{path}: mask file not found (check the metadata path)") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DataError(f"{path}: cannot decode mask ({e}); replace the file") from None
+    arr = _decode(path, "mask", max_pixels)
     return arr[..., 0] if arr.ndim == 3 else arr
 
 
@@ -103,102 +126,86 @@ def _read_metadata(data: DataConfig) -> tuple[Path, pd.DataFrame]:
 
 
 def masked_folder_manifest(data: DataConfig, classes: list[str]) -> pd.DataFrame:
-    """Manifest of a folder of images + label masks + a metadata CSV (validated)."""
+    """Manifest of a folder of images + label masks + a metadata CSV (validated).
+
+    Raises:
+        DataProblems: every bad row and file at once, duplicates across patients included.
+    """
     meta_path, df = _read_metadata(data)
-    assert data.root is not None
     if df.empty:
         raise DataError(f"{meta_path}: no rows left after data.include={data.include}")
-    rows = []
-    for i, rec in df.iterrows():
+    problems = Problems()
+    rows, items = [], []
+    first_row: dict[Path, str] = {}
+    for i, rec in progress(df.iterrows(), "data", "photo", total=len(df)):
         ref = _row_ref(meta_path, int(str(i)))
-        patient = rec[data.patient_column].strip()
-        if not patient:
-            raise DataError(f"{ref}: empty {data.patient_column}; every photo needs a patient id")
-        diagnosis = rec[data.label_column].strip()
-        if data.mask_mode == "binary" and diagnosis not in data.diagnosis_to_class:
-            raise DataError(
-                f"{ref}: diagnosis {diagnosis!r} is not in data.diagnosis_to_class "
-                f"{data.diagnosis_to_class}; map it to a class or exclude it with data.include"
+        row = problems.attempt(_photo_row, rec, ref, data)
+        if row is None:
+            continue
+        image_path = Path(row["image_path"])
+        if image_path in first_row:
+            problems.add(
+                f"{ref}: lists {image_path} again ({first_row[image_path]} has it): a photo "
+                "listed twice counts twice; drop one of the rows"
             )
-        image_path = data.root / rec[data.image_column]
-        mask_path = data.root / rec[data.mask_column]
-        _check_pair(image_path, mask_path, data)
-        rows.append(
-            {
-                **rec.to_dict(),
-                "image_path": str(image_path),
-                "annotation": str(mask_path),
-                "patient_id": patient,
-                "labels": diagnosis,
-                "source": "masked_folder",
-            }
-        )
+            continue
+        first_row[image_path] = ref
+        digest = problems.attempt(_check_pair, image_path, Path(row["annotation"]), data)
+        if digest is not None:
+            rows.append(row)
+            items.append(Item(f"{image_path} ({ref})", row["patient_id"], digest))
+    duplicates(items, problems, "photo", within=True)
+    problems.raise_if_any(data.max_problems)
     out = pd.DataFrame(rows)
     return out[MANIFEST_COLUMNS + [c for c in out.columns if c not in MANIFEST_COLUMNS]]
 
 
-def _check_pair(image_path: Path, mask_path: Path, data: DataConfig) -> None:
-    image = read_rgb(image_path)
-    mask = read_mask(mask_path)
-    if mask.shape != image.shape[:2]:
-        raise DataError(
+def _photo_row(rec: pd.Series, ref: str, data: DataConfig) -> dict:
+    """One metadata row as a manifest row; every problem of the row is raised together."""
+    assert data.root is not None
+    problems = Problems()
+    patient = rec[data.patient_column].strip()
+    if not patient:
+        problems.add(f"{ref}: empty {data.patient_column}; every photo needs a patient id")
+    diagnosis = rec[data.label_column].strip()
+    if data.mask_mode == "binary" and diagnosis not in data.diagnosis_to_class:
+        problems.add(
+            f"{ref}: diagnosis {diagnosis!r} is not in data.diagnosis_to_class "
+            f"{data.diagnosis_to_class}; map it to a class or exclude it with data.include"
+        )
+    image_path = problems.attempt(inside_root, data.root, rec[data.image_column], ref)
+    mask_path = problems.attempt(inside_root, data.root, rec[data.mask_column], ref)
+    problems.raise_if_any(data.max_problems)
+    return {
+        **rec.to_dict(),
+        "image_path": str(image_path),
+        "annotation": str(mask_path),
+        "patient_id": patient,
+        "labels": diagnosis,
+        "source": "masked_folder",
+    }
+
+
+def _check_pair(image_path: Path, mask_path: Path, data: DataConfig) -> str:
+    """Decode an image and its mask and check they fit; returns the image's pixel hash."""
+    problems = Problems()
+    image = problems.attempt(read_rgb, image_path, data.max_image_pixels)
+    mask = problems.attempt(read_mask, mask_path, data.max_image_pixels)
+    if image is not None and mask is not None and mask.shape != image.shape[:2]:
+        problems.add(
             f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {image_path.name} "
             f"is {image.shape[1]}x{image.shape[0]}; masks must match their image's size"
         )
-    if data.mask_mode == "multiclass":
+    if mask is not None and data.mask_mode == "multiclass":
         unknown = sorted(set(np.unique(mask).tolist()) - {0} - set(data.mask_values))
         if unknown:
-            raise DataError(
+            problems.add(
                 f"{mask_path}: pixel values {unknown} are not in data.mask_values "
                 f"{data.mask_values}; declare their classes there"
             )
-
-
-def _patch_class(folder: str, data: DataConfig, classes: list[str], path: Path) -> str:
-    aliases = {k.lower(): v for k, v in data.class_aliases.items()}
-    aliases.update({c.lower(): c for c in classes})
-    try:
-        return aliases[folder.lower()]
-    except KeyError:
-        raise DataError(
-            f"{path}: class folder {folder!r} is neither a class {classes} nor in "
-            f"data.class_aliases {data.class_aliases}; add an alias (e.g. {folder}: {HEALTHY})"
-        ) from None
-
-
-def patch_folders_manifest(data: DataConfig, classes: list[str]) -> pd.DataFrame:
-    """Manifest of already-cut patches laid out as ``<patient>/[TRAIN|TEST/]<class>/*.png``.
-
-    A TRAIN/TEST level may also sit above the patient folders; it is kept as ``split``.
-    """
-    assert data.root is not None
-    rows = []
-    for path in sorted(data.root.rglob("*")):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
-            continue
-        parts = list(path.relative_to(data.root).parts[:-1])
-        split = [p for p in parts if p.lower() in SPLIT_FOLDERS]
-        rest = [p for p in parts if p.lower() not in SPLIT_FOLDERS]
-        if len(rest) != 2:
-            raise DataError(
-                f"{path}: expected <patient>/[TRAIN|TEST/]<class>/<file> under {data.root}, "
-                f"found folders {parts}"
-            )
-        patient, folder = rest
-        cls = _patch_class(folder, data, classes, path)
-        rows.append(
-            {
-                "image_path": str(path),
-                "annotation": cls,
-                "patient_id": patient,
-                "labels": cls,
-                "source": "patch_folders",
-                "split": split[0].upper() if split else "",
-            }
-        )
-    if not rows:
-        raise DataError(f"{data.root}: no image files found (expected <patient>/<class>/*.png)")
-    return pd.DataFrame(rows)
+    problems.raise_if_any(data.max_problems)
+    assert image is not None
+    return pixel_hash(image)
 
 
 def synthetic_data_config(data: DataConfig, root: Path) -> DataConfig:
@@ -217,8 +224,15 @@ def synthetic_data_config(data: DataConfig, root: Path) -> DataConfig:
 
 
 def effective_data_config(cfg: StudyConfig, run_dir: Path) -> DataConfig:
-    """The data config to read: synthetic data is generated into the run directory first."""
+    """The data config to read the manifest's masks with.
+
+    Synthetic data is generated into the run directory first; polygon sources read the masks
+    the data stage rasterised there (pixel value = class index + 1).
+    """
     data = cfg.data
+    if data.source in POLYGON_SOURCES:
+        values = {i + 1: c for i, c in enumerate(cfg.classes)}
+        return data.model_copy(update={"mask_mode": "multiclass", "mask_values": values})
     if data.source != "synthetic":
         return data
     from skintl.data.synthetic import generate
@@ -248,7 +262,13 @@ def build_manifest(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
     """Read the configured source into a validated manifest (generating synthetic data first)."""
     data = effective_data_config(cfg, run_dir)
     if data.source == "patch_folders":
+        from skintl.data.patch_folders import patch_folders_manifest
+
         manifest = patch_folders_manifest(data, cfg.classes)
+    elif data.source in POLYGON_SOURCES:
+        from skintl.data.polygons import polygon_manifest
+
+        manifest = polygon_manifest(data, cfg.classes, run_dir / "masks")
     else:
         manifest = masked_folder_manifest(data, cfg.classes)
     manifest = _exclude_patients(manifest, data.exclude_patients)

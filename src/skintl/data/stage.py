@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from skintl.config import DataConfig, StudyConfig
 from skintl.data.patches import (
@@ -32,6 +31,7 @@ from skintl.data.sources import (
 )
 from skintl.io import write_json, write_npy, write_parquet, write_text
 from skintl.labels import HEALTHY
+from skintl.progress import progress
 from skintl.rundir import content_hashes, fingerprint, fingerprint_matches, invalidate
 
 log = logging.getLogger(__name__)
@@ -116,8 +116,10 @@ def _patches_of_photo(
 ) -> tuple[np.ndarray, pd.DataFrame]:
     p = cfg.patches
     rule = PatchRule(p.size, p.stride, p.min_lesion_fraction, p.healthy_margin)
-    image = read_rgb(Path(row["image_path"]))
-    lab = lesion_label_map(read_mask(Path(row["annotation"])), data, row["labels"], cfg.classes)
+    image = read_rgb(Path(row["image_path"]), data.max_image_pixels)
+    lab = lesion_label_map(
+        read_mask(Path(row["annotation"]), data.max_image_pixels), data, row["labels"], cfg.classes
+    )
     codes = label_patches(lab, len(cfg.classes), rule)
     ys, xs = grid_origins(lab.shape[0], lab.shape[1], p.size, p.stride)
     gy, gx = np.nonzero(codes != DROPPED_CODE)
@@ -173,7 +175,8 @@ def run_patches(cfg: StudyConfig, run_dir: Path) -> tuple[np.ndarray, pd.DataFra
     rng = np.random.default_rng(cfg.seed)
     data = effective_data_config(cfg, run_dir)
     arrays, tables = [], []
-    for i, (_, row) in enumerate(tqdm(list(manifest.iterrows()), desc="patches", unit="photo")):
+    unit = "patch" if (manifest["source"] == "patch_folders").all() else "photo"
+    for i, (_, row) in enumerate(progress(list(manifest.iterrows()), "patches", unit)):
         if row["source"] == "patch_folders":
             arr, idx = _patch_file(row, cfg.patches.size)
         else:
