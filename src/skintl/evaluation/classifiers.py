@@ -123,7 +123,7 @@ def _mlp(cfg: EvaluationConfig, seed: int) -> BaseEstimator:
 
         return TorchStudyMLP(
             m.max_epochs, m.patience, m.batch_size, m.learning_rate,
-            cfg.splits.validation_fraction, seed, m.device,
+            cfg.splits.validation_fraction, seed, m.device, cfg.n_jobs,
         )  # fmt: skip
     return make_pipeline(
         StandardScaler(),

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor
@@ -106,6 +107,7 @@ def fit_folds(
     settings: MLPSettings,
     seed: int = 0,
     device: str = "cpu",
+    fold_ids: list[int] | None = None,
 ) -> list[FoldModel]:
     """Train one MLP per fold, all folds at once.
 
@@ -116,13 +118,16 @@ def fit_folds(
         settings: the MLP's hyper-parameters.
         seed: seeds the validation splits, the initialisation and the shuffling.
         device: where to train ("cpu", "cuda").
+        fold_ids: each fold's number (default 0..F-1), which seeds its generator, so a fold
+            gives the same model whichever other folds are trained beside it.
 
     Returns:
         One :class:`FoldModel` per fold, holding its best epoch's weights.
     """
     n_folds, k = len(train), int(y.max()) + 1
     # one generator per fold: a fold's model depends on its own data and the seed only
-    gens = [torch.Generator().manual_seed(seed * 1_000_003 + f) for f in range(n_folds)]
+    ids = list(range(n_folds)) if fold_ids is None else fold_ids
+    gens = [torch.Generator().manual_seed(seed * 1_000_003 + f) for f in ids]
     Xt = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.long)
     splits = [validation_split(groups[tr], settings.validation_fraction, seed) for tr in train]
@@ -215,6 +220,7 @@ class TorchStudyMLP(ClassifierMixin, BaseEstimator):
             :class:`MLPSettings` (the config's ``evaluation.mlp``).
         random_state: seed of the validation split, initialisation and shuffling.
         device: "auto" (a CUDA GPU when PyTorch sees one), "cpu" or "cuda[:N]".
+        n_jobs: processes sharing the folds on the CPU (joblib's convention; -1 = all cores).
     """
 
     def __init__(
@@ -226,6 +232,7 @@ class TorchStudyMLP(ClassifierMixin, BaseEstimator):
         validation_fraction: float = 0.2,
         random_state: int = 0,
         device: str = "auto",
+        n_jobs: int = -1,
     ) -> None:
         self.max_epochs = max_epochs
         self.patience = patience
@@ -234,6 +241,7 @@ class TorchStudyMLP(ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.random_state = random_state
         self.device = device
+        self.n_jobs = n_jobs
 
     def _settings(self) -> MLPSettings:
         return MLPSettings(
@@ -289,9 +297,39 @@ class TorchStudyMLP(ClassifierMixin, BaseEstimator):
         """
         classes, codes = np.unique(y, return_inverse=True)
         n_folds = int(fold.max()) + 1
-        train = [np.flatnonzero(fold != k) for k in range(n_folds)]
-        models = fit_folds(
-            np.asarray(X, dtype=np.float32), codes, np.asarray(groups), train,
-            self._settings(), self.random_state, self._device(),
-        )  # fmt: skip
-        return classes, [m.predict_proba(X[fold == k]) for k, m in enumerate(models)]
+        X, groups = np.asarray(X, dtype=np.float32), np.asarray(groups)
+        device = self._device()
+        # on the CPU, the folds are shared among n_jobs processes of one thread each: threads
+        # of one process spin-wait badly when the cores are shared, processes do not
+        n_workers = 1 if device != "cpu" else min(n_folds, _cpu_workers(self.n_jobs))
+        chunks = [c.tolist() for c in np.array_split(np.arange(n_folds), n_workers)]
+        jobs = (
+            delayed(_fit_and_predict)(
+                X, codes, groups, fold, ids, self._settings(), self.random_state, device
+            )
+            for ids in chunks
+        )
+        probas = [p for part in Parallel(n_jobs=n_workers)(jobs) for p in part]
+        return classes, probas
+
+
+def _cpu_workers(n_jobs: int) -> int:
+    from joblib import cpu_count
+
+    return cpu_count() if n_jobs < 0 else max(1, n_jobs)
+
+
+def _fit_and_predict(
+    X: np.ndarray, codes: np.ndarray, groups: np.ndarray, fold: np.ndarray, ids: list[int],
+    settings: MLPSettings, seed: int, device: str,
+) -> list[np.ndarray]:  # fmt: skip
+    """Train folds ``ids`` together and return each one's test-row probabilities."""
+    train = [np.flatnonzero(fold != k) for k in ids]
+    threads = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        models = fit_folds(X, codes, groups, train, settings, seed, device, fold_ids=ids)
+    finally:
+        torch.set_num_threads(threads)
+    return [m.predict_proba(X[fold == k]) for k, m in zip(ids, models, strict=True)]
