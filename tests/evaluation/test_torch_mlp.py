@@ -26,11 +26,12 @@ def _blobs(
 def test_matches_scikit_learn_accuracy_on_separable_data() -> None:
     X, y, groups = _blobs()
     Xt, yt, _ = _blobs(seed=1)
-    torch_mlp = TorchStudyMLP(batch_size=32, device="cpu").fit(X, y, groups=groups)
+    fast = {"max_epochs": 40, "batch_size": 32, "learning_rate": 1e-2}
+    torch_mlp = TorchStudyMLP(**fast, device="cpu").fit(X, y, groups=groups)
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    sk = make_pipeline(StandardScaler(), StudyMLP(batch_size=32))
+    sk = make_pipeline(StandardScaler(), StudyMLP(**fast))
     sk.fit(X, y, studymlp__groups=groups)
     acc_torch = (torch_mlp.predict(Xt) == yt).mean()
     acc_sk = (sk.predict(Xt) == yt).mean()
@@ -44,7 +45,7 @@ def test_matches_scikit_learn_accuracy_on_separable_data() -> None:
 
 
 def test_stops_early_and_keeps_the_best_epoch() -> None:
-    X, y, groups = _blobs(gap=0.3)  # overlapping classes: the validation loss turns up
+    X, y, groups = _blobs(n=300, gap=0.3)  # overlapping classes: the validation loss turns up
     m = TorchStudyMLP(max_epochs=500, patience=3, batch_size=32, device="cpu")
     m.fit(X, y, groups=groups)
     curve = m.validation_loss_curve_
@@ -63,12 +64,12 @@ def test_requires_groups() -> None:
 
 def test_a_fold_never_sees_its_test_labels() -> None:
     """Folds trained together are independent: fold k's model ignores fold k's test rows."""
-    X, y, groups = _blobs()
+    X, y, groups = _blobs(n=240, d=8)
     codes = np.unique(y, return_inverse=True)[1]
     patients = np.unique(groups)
     fold = np.searchsorted(patients, groups) % 4  # 3 patients per test fold
     train = [np.flatnonzero(fold != k) for k in range(4)]
-    s = MLPSettings(max_epochs=30, patience=5, batch_size=32)
+    s = MLPSettings(max_epochs=12, patience=5, batch_size=32)
     models = fit_folds(X, codes, groups, train, s, seed=0)
     shuffled = codes.copy()
     te0 = np.flatnonzero(fold == 0)
