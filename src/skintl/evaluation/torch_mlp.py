@@ -50,10 +50,7 @@ class FoldModel:
     mean: Tensor  # (1, d) standardisation of the fold's training rows
     scale: Tensor  # (1, d)
     curve: list[float]  # validation log-loss per epoch
-
-    @property
-    def best_epoch(self) -> int:
-        return int(np.argmin(self.curve)) + 1
+    best_epoch: int  # the epoch (1-based) whose weights these are
 
     @torch.no_grad()
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -146,7 +143,7 @@ def fit_folds(
     cursor = [0] * n_folds
     best = [math.inf] * n_folds
     best_state: list[list[Tensor]] = [[] for _ in range(n_folds)]
-    wait = [0] * n_folds
+    wait, best_epoch = [0] * n_folds, [0] * n_folds
     curves: list[list[float]] = [[] for _ in range(n_folds)]
     active = list(range(n_folds))
     for _ in range(settings.max_epochs):
@@ -175,7 +172,7 @@ def fit_folds(
             v = _log_loss(net, Xt, yt, val_rows[f].to(device), mean, scale, f)
             curves[f].append(v)
             if v < best[f] - MIN_IMPROVEMENT:
-                best[f], wait[f] = v, 0
+                best[f], wait[f], best_epoch[f] = v, 0, len(curves[f])
                 best_state[f] = [p[f].detach().clone() for p in net.parameters()]
             else:
                 wait[f] += 1
@@ -183,7 +180,10 @@ def fit_folds(
                     active.remove(f)
         if not active:
             break
-    return [FoldModel(best_state[f], mean[f], scale[f], curves[f]) for f in range(n_folds)]
+    return [
+        FoldModel(best_state[f], mean[f], scale[f], curves[f], best_epoch[f])
+        for f in range(n_folds)
+    ]
 
 
 def _next_batch(
