@@ -42,7 +42,9 @@ INDEX_COLUMNS = ["patient_id", "image", "image_idx", "class", "x", "y"]
 def data_settings(cfg: StudyConfig, run_dir: Path) -> dict[str, Any]:
     """Every setting that changes what the manifest and the patches' labels mean."""
     data = effective_data_config(cfg, run_dir)
-    return {"data": data.model_dump(mode="json"), "classes": cfg.classes}
+    # defaults left out: a setting added later at a default that keeps the old behaviour does
+    # not invalidate finished work
+    return {"data": data.model_dump(mode="json", exclude_defaults=True), "classes": cfg.classes}
 
 
 def _hash_files(manifest: pd.DataFrame, run_dir: Path) -> pd.DataFrame:

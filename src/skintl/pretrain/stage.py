@@ -12,7 +12,6 @@ from skintl.config import (
     DataConfig,
     PretrainRunConfig,
     StudyConfig,
-    dump_config,
     load_config,
 )
 from skintl.data.stage import load_manifest
@@ -125,8 +124,13 @@ def run_pretrain(cfg: StudyConfig, run_dir: Path) -> list[Path]:
         path = encoder_path(run_dir, run.name)
         settings = path.parent / "run.json"
         source = source_config(run, cfg, run_dir)
-        wanted = {**run.model_dump(mode="json"), "seed": cfg.seed,
-                  "source_config": dump_config(source)}  # fmt: skip
+        # defaults left out: a setting added to skintl later, at a default that keeps the old
+        # behaviour, does not make finished encoders look changed
+        wanted = {
+            **run.model_dump(mode="json", exclude_defaults=True),
+            "seed": cfg.seed,
+            "source_config": source.model_dump(mode="json", exclude_defaults=True),
+        }
         if settings.is_file() and json.loads(settings.read_text()) != wanted:
             raise ConfigError(
                 f"pretrain run {run.name!r}: its settings or its source config "
