@@ -76,6 +76,9 @@ class EncoderConfig(_Strict):
     arch: str
     #: "random", "imagenet", or the path of a skintl encoder file
     weights: str = "random"
+    #: this encoder's feature mode (None: ``features.mode``); two encoders with the same
+    #: weights and different modes compare patch and dense features on the same folds
+    mode: Literal["patch", "dense"] | None = None
 
     @model_validator(mode="after")
     def _known_arch(self) -> EncoderConfig:
@@ -95,6 +98,11 @@ class FeatureConfig(_Strict):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     #: classical descriptors evaluated as baselines on the same folds: lbp_yiq, colour_lbp
     handcrafted: list[str] = Field(default_factory=list)
+    #: patch: each patch alone through the encoder; dense: each patch's window pooled from the
+    #: layer's feature map of its whole photo (what `skintl scan --mode dense` sees)
+    mode: Literal["patch", "dense"] = "patch"
+    #: dense mode: photos run in tiles of this many px (plus a receptive-field halo)
+    dense_tile: int = Field(512, ge=32)
 
     @model_validator(mode="after")
     def _check(self) -> FeatureConfig:
@@ -104,6 +112,12 @@ class FeatureConfig(_Strict):
         bad = [layer for layer in self.layers if layer not in LAYERS]
         if bad:
             raise ValueError(f"unknown layers {bad}; valid: {', '.join(LAYERS)}")
+        dense = [e.name for e in self.encoders if (e.mode or self.mode) == "dense"]
+        if dense and self.input_size is not None:
+            raise ValueError(
+                f"encoders {dense} use dense features, which pool photos at their own scale: "
+                "remove features.input_size or use mode: patch"
+            )
         names = [e.name for e in self.encoders]
         if len(set(names)) != len(names):
             raise ValueError(f"encoder names must be unique, got {names}")
