@@ -22,8 +22,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from skintl.data.sources import DataError
     from skintl.encoders.backbones import WeightsError
     from skintl.evaluation.splits import SplitError
+    from skintl.scan.bundle import BundleError
+    from skintl.scan.image import ScanError
 
-    return (*USER_ERRORS, DataError, SplitError, WeightsError)
+    return (*USER_ERRORS, DataError, SplitError, WeightsError, BundleError, ScanError)
 
 
 def _run_dir(args: argparse.Namespace, cfg: StudyConfig) -> Path:
@@ -189,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_report)
     _add_weights(sub)
     _add_pretrain(sub)
+    from skintl.scan.cli import add_parsers
+
+    add_parsers(sub)
     return p
 
 
