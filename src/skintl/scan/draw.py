@@ -32,13 +32,20 @@ def _edge(mask: np.ndarray, width: int) -> np.ndarray:
 
 
 def _legend(width: int, items: tuple[tuple[str, tuple[int, int, int]], ...]) -> np.ndarray:
-    strip = Image.new("RGB", (width, LEGEND_HEIGHT), (255, 255, 255))
-    draw = ImageDraw.Draw(strip)
-    x = 4
+    """A white strip with a swatch and a label per item, wrapped onto as many rows as needed."""
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    places, x, row = [], 4, 0
     for text, colour in items:
-        draw.rectangle([x, 5, x + 11, 16], fill=colour, outline=(128, 128, 128))
-        draw.text((x + 15, 5), text, fill=(0, 0, 0))
-        x += 15 + int(draw.textlength(text)) + 12
+        w = 15 + int(measure.textlength(text)) + 12
+        if x > 4 and x + w > width:
+            x, row = 4, row + 1
+        places.append((x, row * LEGEND_HEIGHT, text, colour))
+        x += w
+    strip = Image.new("RGB", (width, (row + 1) * LEGEND_HEIGHT), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for x, y, text, colour in places:
+        draw.rectangle([x, y + 5, x + 11, y + 16], fill=colour, outline=(128, 128, 128))
+        draw.text((x + 15, y + 5), text, fill=(0, 0, 0))
     return np.asarray(strip)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -18,11 +17,9 @@ log = logging.getLogger(__name__)
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from skintl.encoders.backbones import sha256_file
+
+    return sha256_file(path)
 
 
 def photo_short_side(path: Path) -> int:

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 from skimage.measure import find_contours
-from skimage.morphology import binary_closing, binary_opening, disk, remove_small_objects
+
+from skintl.scan.skin import drop_small, morph
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,8 @@ def class_regions(
         hit = valid & (filled.argmax(axis=2) == k)
     else:
         hit = valid & (np.nan_to_num(prob[..., k], nan=0.0) >= rule.threshold)
-    if rule.radius > 0:
-        hit = binary_closing(binary_opening(hit, disk(rule.radius)), disk(rule.radius)) & valid
-    hit = remove_small_objects(hit, min_size=max(1, rule.min_area))
+    hit = morph(morph(hit, "open", rule.radius), "close", rule.radius) & valid
+    hit = drop_small(hit, rule.min_area)
     labels, _ = ndimage.label(hit, structure=np.ones((3, 3)))
     return np.asarray(labels)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from skimage.morphology import binary_opening, disk, remove_small_objects
+from skimage.morphology import disk
 
 
 def skin_candidates(photo: np.ndarray) -> np.ndarray:
@@ -33,7 +33,27 @@ def skin_candidates(photo: np.ndarray) -> np.ndarray:
 def skin_mask(photo: np.ndarray, min_size: int) -> np.ndarray:
     """The documented skin rule: (H, W, 3) uint8 -> (H, W) bool."""
     mask = ndimage.binary_fill_holes(skin_candidates(photo))
-    r = max(1, min_size // 8)
-    mask = binary_opening(mask, disk(r))
-    mask = remove_small_objects(mask, min_size=min_size * min_size)
+    mask = morph(mask, "open", max(1, min_size // 8))
+    mask = drop_small(mask, min_size * min_size)
     return np.asarray(ndimage.binary_fill_holes(mask), dtype=bool)
+
+
+def morph(mask: np.ndarray, op: str, radius: int) -> np.ndarray:
+    """Binary ``"open"`` or ``"close"`` with a disk; the photo's edge does not erode regions."""
+    if radius <= 0:
+        return mask
+    se = disk(radius).astype(bool)
+    padded = np.pad(mask, radius, mode="edge")
+    f = ndimage.binary_opening if op == "open" else ndimage.binary_closing
+    return np.asarray(f(padded, se)[radius:-radius, radius:-radius], dtype=bool)
+
+
+def drop_small(mask: np.ndarray, min_area: int) -> np.ndarray:
+    """``mask`` without its 8-connected components of fewer than ``min_area`` pixels."""
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    if n == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= min_area
+    keep[0] = False
+    return np.asarray(keep[labels], dtype=bool)
