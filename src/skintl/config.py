@@ -214,6 +214,29 @@ class PretrainRunConfig(_Strict):
     num_workers: int = Field(2, ge=0)
 
 
+class ScanConfig(_Strict):
+    """Whole-photo scanning (``skintl.scan``): a bundle of every patient, and an honest
+    evaluation in which each outer fold's bundle scans that fold's held-out photos."""
+
+    encoder: str
+    layer: str = "layer2"
+    classifier: Literal["logreg", "mlp", "svm_linear"] = "logreg"
+    #: write scan/bundle.pt, refitted on every patient, for `skintl scan`
+    export_bundle: bool = True
+    #: scan the held-out photos of every outer fold in these modes ([]: no evaluation)
+    modes: list[Literal["exact", "superpixel", "dense"]] = Field(default_factory=list)
+    #: grid stride in px at the bundle's scale (None: patch size / 5)
+    stride: int | None = Field(None, ge=1)
+    #: manifest columns with the photos and the doctor's masks to scan, paths relative to
+    #: data.root (e.g. full_resolution_image / full_resolution_mask); None: the study's photos
+    image_column: str | None = None
+    mask_column: str | None = None
+    #: photos to scan: keep manifest rows whose column value is in the list
+    include: dict[str, list[str]] = Field(default_factory=dict)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    n_boot: int = Field(1000, ge=10)
+
+
 class StudyConfig(_Strict):
     name: str = "study"
     seed: int = 0
@@ -223,6 +246,7 @@ class StudyConfig(_Strict):
     pretrain: list[PretrainRunConfig] = Field(default_factory=list)
     features: FeatureConfig
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    scan: ScanConfig | None = None
 
     @model_validator(mode="after")
     def _known_classes(self) -> StudyConfig:
@@ -247,6 +271,12 @@ class StudyConfig(_Strict):
                     f"evaluation.finetune: encoder {ft.encoder!r} / layer {ft.layer!r} unknown; "
                     f"encoders are {sorted(encoder_names)}, layers {list(LAYERS)}"
                 )
+        sc = self.scan
+        if sc and (sc.encoder not in encoder_names or sc.layer not in self.features.layers):
+            raise ValueError(
+                f"scan: encoder {sc.encoder!r} / layer {sc.layer!r} has no features; encoders "
+                f"are {sorted(encoder_names)}, layers {self.features.layers}"
+            )
         runs = {r.name: r for r in self.pretrain}
         for enc in self.features.encoders:
             if enc.weights.startswith("pretrain:"):

@@ -46,7 +46,7 @@ class ScanOptions:
     threshold: float | None = None  # None: argmax
     min_area: int | None = None  # px at the bundle's scale; default half a window
     radius: int | None = None  # morphology disk; default patch size / 10
-    tile: int = 512
+    tile: int = 1024  # dense mode: tile core in px (memory grows with its square)
     skin: str = "rule"  # "rule" (skintl.scan.skin) or "all"
     patient_ids: list[str | None] = field(default_factory=list)
 
@@ -121,8 +121,12 @@ def scan_photo(
     opts: ScanOptions,
     mask_path: Path | None = None,
     patient: str | None = None,
+    doctor_mask: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Scan one photo, write its files into ``out_dir`` and return its metrics row."""
+    """Scan one photo, write its files into ``out_dir`` and return its metrics row.
+
+    The doctor's outline comes from ``mask_path`` (nonzero = lesion) or ``doctor_mask``
+    ((H, W) bool at the photo's resolution)."""
     photo = read_photo(path, opts.max_pixels)
     leak = leak_warning(bundle, path, patient)
     if leak:
@@ -130,9 +134,13 @@ def scan_photo(
     s = working_scale(bundle, photo.shape, opts)
     shape = (max(1, round(photo.shape[0] * s)), max(1, round(photo.shape[1] * s)))
     work = resize(photo, shape)
-    doctor = None
     if mask_path is not None:
-        doctor = resize(read_doctor_mask(mask_path, photo.shape[:2]), shape, nearest=True)
+        doctor_mask = read_doctor_mask(mask_path, photo.shape[:2])
+    doctor = None
+    if doctor_mask is not None:
+        if doctor_mask.shape != photo.shape[:2]:
+            raise ScanError(f"{path}: the doctor's mask is not the photo's size")
+        doctor = resize(doctor_mask, shape, nearest=True)
     prob, skin = probability_map(bundle, work, opts)
     classes = bundle.head.classes
     if opts.target not in classes:
@@ -143,6 +151,7 @@ def scan_photo(
     regions = {c: class_regions(prob, classes, c, rule) for c in classes if c != HEALTHY}
     pred = regions[opts.target]
     row = {"photo": str(path), "patient_id": patient, "mode": opts.mode, "scale": s,
+           "target_class": opts.target,
            "leak_warning": leak or "", "skin_pct": 100.0 * skin.mean(),
            **photo_metrics(pred, doctor, skin, size, 1.0 / s**2)}  # fmt: skip
     stem = out_dir / path.stem
