@@ -219,6 +219,9 @@ class ScanConfig(_Strict):
     evaluation in which each outer fold's bundle scans that fold's held-out photos."""
 
     encoder: str
+    #: encoder of the exact and superpixel scans, whose windows are isolated patches (an
+    #: encoder with features.mode patch); None: ``encoder`` for every mode
+    patch_encoder: str | None = None
     layer: str = "layer2"
     classifier: Literal["logreg", "mlp", "svm_linear"] = "logreg"
     #: write scan/bundle.pt, refitted on every patient, for `skintl scan`
@@ -272,11 +275,13 @@ class StudyConfig(_Strict):
                     f"encoders are {sorted(encoder_names)}, layers {list(LAYERS)}"
                 )
         sc = self.scan
-        if sc and (sc.encoder not in encoder_names or sc.layer not in self.features.layers):
-            raise ValueError(
-                f"scan: encoder {sc.encoder!r} / layer {sc.layer!r} has no features; encoders "
-                f"are {sorted(encoder_names)}, layers {self.features.layers}"
-            )
+        if sc is not None:
+            for name in (sc.encoder, sc.patch_encoder or sc.encoder):
+                if name not in encoder_names or sc.layer not in self.features.layers:
+                    raise ValueError(
+                        f"scan: encoder {name!r} / layer {sc.layer!r} has no features; "
+                        f"encoders are {sorted(encoder_names)}, layers {self.features.layers}"
+                    )
         runs = {r.name: r for r in self.pretrain}
         for enc in self.features.encoders:
             if enc.weights.startswith("pretrain:"):

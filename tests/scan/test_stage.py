@@ -37,7 +37,7 @@ def test_scan_stage_is_honest(synthetic_root: Path, tmp_path: Path) -> None:
     assert sorted(photos["photo"]) == sorted(manifest["image_path"])  # each photo once
     assert (photos["leak_warning"].fillna("") == "").all()
     for _, row in photos.iterrows():
-        b = load_bundle(out / "bundles" / f"fold{row['fold']}.pt")
+        b = load_bundle(out / "bundles" / "d" / f"fold{row['fold']}.pt")
         assert str(row["patient_id"]) not in b.meta["training_patients"]
         assert len(b.meta["training_patients"]) == 3
     full = load_bundle(out / "bundle.pt")

@@ -2,9 +2,10 @@
 
 For every outer fold of ``evaluation/folds.parquet``, a bundle refitted on that fold's training
 patients scans the photos of its held-out patients, so no photo is scanned by a classifier that
-saw its patient. Files (all under ``scan/``): ``bundle.pt`` (every patient), ``bundles/fold<k>.pt``,
-``<mode>/`` (per-photo outputs, ``scan_metrics.csv``, ``index.html``), ``photos.csv`` (every
-photo and mode) and ``summary.csv`` (means over photos with patient-bootstrap 95% CIs).
+saw its patient. Files (all under ``scan/``): ``bundle.pt`` (every patient),
+``bundles/<encoder>/fold<k>.pt``, ``<mode>/`` (per-photo outputs, ``scan_metrics.csv``,
+``index.html``), ``photos.csv`` (every photo and mode) and ``summary.csv`` (means over
+photos with patient-bootstrap 95% CIs).
 """
 
 from __future__ import annotations
@@ -64,17 +65,19 @@ def _doctor(cfg: StudyConfig, run_dir: Path, row: Any) -> tuple[str, np.ndarray 
     return target, lab == cfg.classes.index(target)
 
 
-def _bundle(cfg: StudyConfig, run_dir: Path, path: Path, only: list[str] | None) -> Path:
+def _bundle(
+    cfg: StudyConfig, run_dir: Path, encoder: str, path: Path, only: list[str] | None
+) -> Path:
     from skintl.scan.export import make_bundle
 
     s = cfg.scan
     assert s is not None
-    rec = (run_dir / "features" / s.encoder / f"{s.layer}.json").read_text()
+    rec = (run_dir / "features" / encoder / f"{s.layer}.json").read_text()
     fp = fingerprint({"features": rec, "clf": s.classifier, "patients": only,
                       "evaluation": cfg.evaluation.model_dump(mode="json")})  # fmt: skip
     marker = path.with_suffix(".json")
     if not (path.is_file() and fingerprint_matches(marker, fp)):
-        make_bundle(run_dir, s.encoder, s.layer, s.classifier, path, only_patients=only)
+        make_bundle(run_dir, encoder, s.layer, s.classifier, path, only_patients=only)
         write_text(f'{{"fingerprint": "{fp}"}}', marker)
     return path
 
@@ -86,7 +89,7 @@ def run_scan(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame | None:
         return None
     out = run_dir / "scan"
     if s.export_bundle:
-        _bundle(cfg, run_dir, out / "bundle.pt", None)
+        _bundle(cfg, run_dir, s.encoder, out / "bundle.pt", None)
         log.info("scan bundle: %s", out / "bundle.pt")
     if not s.modes:
         return None
@@ -109,11 +112,14 @@ def evaluate_photos(cfg: StudyConfig, run_dir: Path, s: ScanConfig, out: Path) -
         log.warning("%d photos' patients have no patches, hence no fold: not scanned", len(unseen))
     photos = photos[photos["patient_id"].isin(fold_of.index)]
     photos = photos.assign(fold=photos["patient_id"].map(fold_of).astype(int))
-    rows = []
+    rows: list[dict[str, Any]] = []
+    used: dict[str, Any] = {}
     for k, group in photos.groupby("fold"):
         train = sorted(set(fold_of.index[fold_of != k]))
-        bundle = load_bundle(_bundle(cfg, run_dir, out / "bundles" / f"fold{k}.pt", train))
         for mode in s.modes:
+            enc = s.encoder if mode == "dense" else (s.patch_encoder or s.encoder)
+            path = out / "bundles" / enc / f"fold{k}.pt"
+            bundle = used[mode] = load_bundle(_bundle(cfg, run_dir, enc, path, train))
             (out / mode).mkdir(parents=True, exist_ok=True)
             for _, r in group.iterrows():
                 target, doctor = _doctor(cfg, run_dir, r)
@@ -125,7 +131,7 @@ def evaluate_photos(cfg: StudyConfig, run_dir: Path, s: ScanConfig, out: Path) -
     table = pd.DataFrame(rows)
     for name, g in table.groupby("mode"):
         write_text(g.to_csv(index=False), out / str(name) / "scan_metrics.csv")
-        write_text(scan_html(g, bundle), out / str(name) / "index.html")
+        write_text(scan_html(g, used[str(name)]), out / str(name) / "index.html")
     return table
 
 
