@@ -65,5 +65,9 @@ def test_bad_files(tmp_path: Path) -> None:
     with pytest.raises(ScanError, match="photo not found"):
         read_photo(tmp_path / "none.jpg")
     Image.new("L", (5, 5)).save(tmp_path / "m.png")
+    assert not read_doctor_mask(tmp_path / "m.png", (5, 5)).any()
+    Image.fromarray(np.array([[0, 1, 2, 2, 1]] * 5, np.uint8)).save(tmp_path / "mc.png")
+    assert read_doctor_mask(tmp_path / "mc.png", (5, 5)).sum() == 20
+    assert read_doctor_mask(tmp_path / "mc.png", (5, 5), value=2).sum() == 10
     with pytest.raises(ScanError, match=r"doctor mask is 5x5 px but its photo is 6x4"):
         read_doctor_mask(tmp_path / "m.png", (4, 6))

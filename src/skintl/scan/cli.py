@@ -31,6 +31,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         mode=args.mode, stride=args.stride, short_side=args.short_side, scale=args.scale,
         device=args.device, max_pixels=args.max_pixels or None, target=args.target_class,
         threshold=args.threshold, min_area=args.min_area, skin=args.skin,
+        mask_value=args.doctor_mask_value,
         patient_ids=list(args.patient_id or []),
     )  # fmt: skip
     masks = [Path(m) for m in args.doctor_mask] if args.doctor_mask else None

@@ -59,8 +59,9 @@ def read_photo(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.nd
         Image.MAX_IMAGE_PIXELS = old
 
 
-def read_doctor_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """The doctor's outline as an (H, W) bool mask (nonzero = lesion) matching ``shape``."""
+def read_doctor_mask(path: Path, shape: tuple[int, int], value: int | None = None) -> np.ndarray:
+    """The doctor's outline as an (H, W) bool mask matching ``shape``: nonzero pixels, or only
+    those equal to ``value`` (one class of a multi-class mask)."""
     try:
         with Image.open(path) as im:
             arr = np.asarray(ImageOps.exif_transpose(im).convert("L"))
@@ -73,7 +74,7 @@ def read_doctor_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
             f"{path}: doctor mask is {arr.shape[1]}x{arr.shape[0]} px but its photo is "
             f"{shape[1]}x{shape[0]}; give the mask drawn on this photo"
         )
-    return arr > 0
+    return arr > 0 if value is None else arr == value
 
 
 def resize(arr: np.ndarray, shape: tuple[int, int], nearest: bool = False) -> np.ndarray:

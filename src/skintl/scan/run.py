@@ -48,6 +48,7 @@ class ScanOptions:
     radius: int | None = None  # morphology disk; default patch size / 10
     tile: int = 1024  # dense mode: tile core in px (memory grows with its square)
     skin: str = "rule"  # "rule" (skintl.scan.skin) or "all"
+    mask_value: int | None = None  # doctor's masks: only this pixel value (None: nonzero)
     patient_ids: list[str | None] = field(default_factory=list)
 
 
@@ -135,7 +136,7 @@ def scan_photo(
     shape = (max(1, round(photo.shape[0] * s)), max(1, round(photo.shape[1] * s)))
     work = resize(photo, shape)
     if mask_path is not None:
-        doctor_mask = read_doctor_mask(mask_path, photo.shape[:2])
+        doctor_mask = read_doctor_mask(mask_path, photo.shape[:2], opts.mask_value)
     doctor = None
     if doctor_mask is not None:
         if doctor_mask.shape != photo.shape[:2]:
