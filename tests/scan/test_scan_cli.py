@@ -63,12 +63,16 @@ def test_scan_writes_every_output_and_warns_on_training_photos(
 
 @pytest.mark.parametrize("mode", ["exact", "superpixel"])
 def test_other_modes(dense_bundle: Path, photo_and_mask: tuple, tmp_path: Path, mode: str) -> None:
-    image, mask = photo_and_mask
-    rc = main(["scan", str(dense_bundle), str(image), "--doctor-mask", str(mask), "--mode", mode,
-               "--stride", "16", "-o", str(tmp_path)])  # fmt: skip
+    image, _ = photo_and_mask
+    labels = image.parent.parent / "masks" / image.name  # multi-class: 1 AK, 2 SK
+    rc = main(["scan", str(dense_bundle), str(image), "--doctor-mask", str(labels),
+               "--doctor-mask-value", "1", "--mode", mode, "--stride", "16",
+               "-o", str(tmp_path)])  # fmt: skip
     assert rc == 0
     row = pd.read_csv(tmp_path / "scan_metrics.csv").iloc[0]
     assert row["mode"] == mode and row["skin_pct"] > 50
+    ak_px = int((np.asarray(Image.open(labels)) == 1).sum())  # the bundle's scale is 1 here
+    assert row["doctor_area_px"] == pytest.approx(ak_px)
 
 
 def test_patient_in_training_set_warns(

@@ -46,6 +46,10 @@ def test_scan_stage_is_honest(synthetic_root: Path, tmp_path: Path) -> None:
     dice = summary[(summary["metric"] == "dice") & (summary["target_class"] == "AK")].iloc[0]
     assert dice["ci_low"] <= dice["mean"] <= dice["ci_high"]
     assert (out / "dense" / "index.html").is_file()
+    from skintl.report.html import write_report
+
+    html = write_report(tmp_path / "run", n_boot=20).read_text()
+    assert 'id="whole-photo"' in html and "../scan/dense/index.html" in html
 
 
 def test_scan_config_names_known_features(synthetic_root: Path) -> None:

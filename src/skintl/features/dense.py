@@ -176,7 +176,8 @@ def iter_window_features(
     and drop them before the next tile (bounded memory on 20+ megapixel photos).
     """
     dev = torch.device(device)
-    cy, cx = geo.cell(ys), geo.cell(xs)
+    hc, wc = (math.ceil(n / geo.stride) for n in photo.shape[:2])
+    cy, cx = np.clip(geo.cell(ys), 0, hc - 1), np.clip(geo.cell(xs), 0, wc - 1)
     if tile is None:
         fmap = _forward(trunk, photo, dev)
         yield np.arange(len(ys)), _pool_at(fmap, geo.k, cy, cx)

@@ -73,6 +73,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="the doctor's outline of each photo (nonzero = lesion), in order",
     )
     s.add_argument(
+        "--doctor-mask-value",
+        type=int,
+        metavar="V",
+        help="only mask pixels equal to V are the doctor's region (multi-class masks)",
+    )
+    s.add_argument(
         "--patient-id",
         nargs="+",
         metavar="ID",
