@@ -23,8 +23,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from skintl.encoders.backbones import WeightsError
     from skintl.evaluation.splits import SplitError
     from skintl.rundir import StaleError
+    from skintl.scan.bundle import BundleError
+    from skintl.scan.image import ScanError
 
-    return (*USER_ERRORS, DataError, SplitError, WeightsError, StaleError)
+    errors = (DataError, SplitError, WeightsError, StaleError, BundleError, ScanError)
+    return (*USER_ERRORS, *errors)
 
 
 def _run_dir(args: argparse.Namespace, cfg: StudyConfig) -> Path:
@@ -227,6 +230,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_check)
     _add_weights(sub, command in (None, "weights"))
     _add_pretrain(sub, command in (None, "pretrain"))
+    from skintl.scan.cli import add_parsers
+
+    add_parsers(sub)
     return p
 
 

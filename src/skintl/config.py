@@ -114,6 +114,9 @@ class EncoderConfig(_Strict):
     arch: str
     #: "random", "imagenet", or the path of a skintl encoder file
     weights: str = "random"
+    #: this encoder's feature mode (None: ``features.mode``); two encoders with the same
+    #: weights and different modes compare patch and dense features on the same folds
+    mode: Literal["patch", "dense"] | None = None
 
     @model_validator(mode="after")
     def _known_arch(self) -> EncoderConfig:
@@ -135,6 +138,11 @@ class FeatureConfig(_Strict):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     #: classical descriptors evaluated as baselines on the same folds: lbp_yiq, colour_lbp
     handcrafted: list[str] = Field(default_factory=list)
+    #: patch: each patch alone through the encoder; dense: each patch's window pooled from the
+    #: layer's feature map of its whole photo (what `skintl scan --mode dense` sees)
+    mode: Literal["patch", "dense"] = "patch"
+    #: dense mode: photos run in tiles of this many px (plus a receptive-field halo)
+    dense_tile: int = Field(512, ge=32)
 
     @model_validator(mode="after")
     def _check(self) -> FeatureConfig:
@@ -145,6 +153,12 @@ class FeatureConfig(_Strict):
         bad = [layer for layer in self.layers if layer not in LAYERS]
         if bad:
             raise ValueError(f"unknown layers {bad}; valid: {', '.join(LAYERS)}")
+        dense = [e.name for e in self.encoders if (e.mode or self.mode) == "dense"]
+        if dense and self.input_size is not None:
+            raise ValueError(
+                f"encoders {dense} use dense features, which pool photos at their own scale: "
+                "remove features.input_size or use mode: patch"
+            )
         names = [e.name for e in self.encoders]
         if len(set(names)) != len(names):
             raise ValueError(f"encoder names must be unique, got {names}")
@@ -249,6 +263,32 @@ class PretrainRunConfig(_Strict):
     allow_shared_patients: bool = False
 
 
+class ScanConfig(_Strict):
+    """Whole-photo scanning (``skintl.scan``): a bundle of every patient, and an honest
+    evaluation in which each outer fold's bundle scans that fold's held-out photos."""
+
+    encoder: str
+    #: encoder of the exact and superpixel scans, whose windows are isolated patches (an
+    #: encoder with features.mode patch); None: ``encoder`` for every mode
+    patch_encoder: str | None = None
+    layer: str = "layer2"
+    classifier: Literal["logreg", "mlp", "svm_linear"] = "logreg"
+    #: write scan/bundle.pt, refitted on every patient, for `skintl scan`
+    export_bundle: bool = True
+    #: scan the held-out photos of every outer fold in these modes ([]: no evaluation)
+    modes: list[Literal["exact", "superpixel", "dense"]] = Field(default_factory=list)
+    #: grid stride in px at the bundle's scale (None: patch size / 5)
+    stride: int | None = Field(None, ge=1)
+    #: manifest columns with the photos and the doctor's masks to scan, paths relative to
+    #: data.root (e.g. full_resolution_image / full_resolution_mask); None: the study's photos
+    image_column: str | None = None
+    mask_column: str | None = None
+    #: photos to scan: keep manifest rows whose column value is in the list
+    include: dict[str, list[str]] = Field(default_factory=dict)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    n_boot: int = Field(1000, ge=10)
+
+
 class StudyConfig(_Strict):
     name: str = "study"
     seed: int = 0
@@ -258,6 +298,7 @@ class StudyConfig(_Strict):
     pretrain: list[PretrainRunConfig] = Field(default_factory=list)
     features: FeatureConfig
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    scan: ScanConfig | None = None
 
     @model_validator(mode="after")
     def _known_classes(self) -> StudyConfig:
@@ -284,6 +325,14 @@ class StudyConfig(_Strict):
                     f"evaluation.finetune: encoder {ft.encoder!r} / layer {ft.layer!r} unknown; "
                     f"encoders are {sorted(encoder_names)}, layers {list(LAYERS)}"
                 )
+        sc = self.scan
+        if sc is not None:
+            for name in (sc.encoder, sc.patch_encoder or sc.encoder):
+                if name not in encoder_names or sc.layer not in self.features.layers:
+                    raise ValueError(
+                        f"scan: encoder {name!r} / layer {sc.layer!r} has no features; "
+                        f"encoders are {sorted(encoder_names)}, layers {self.features.layers}"
+                    )
         runs = {r.name: r for r in self.pretrain}
         for enc in self.features.encoders:
             if enc.weights.startswith("pretrain:"):

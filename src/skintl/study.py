@@ -60,6 +60,10 @@ def run_study(cfg: StudyConfig, run_dir: Path, report: bool = True) -> pd.DataFr
     run_features(cfg, run_dir)
     table = run_evaluation(cfg, run_dir)
     write_text(summary_text(table), run_dir / "summary.txt")
+    if cfg.scan is not None:
+        from skintl.scan.stage import run_scan
+
+        run_scan(cfg, run_dir)
     if report:
         from skintl.report.html import write_report
 

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from skintl.config import StudyConfig
+from skintl.config import ConfigError, StudyConfig
 from skintl.data.stage import load_patches
 from skintl.encoders.backbones import layer_info, load_backbone, sha256_file
+from skintl.features.dense import DENSE_RULE, dense_patch_features
 from skintl.features.extract import extract_features
 from skintl.features.handcrafted import HANDCRAFTED_LAYER, handcrafted_features
 from skintl.io import write_json, write_npy
@@ -66,12 +67,15 @@ def run_features(cfg: StudyConfig, run_dir: Path, progress: bool = True) -> None
     for enc in f.encoders:
         folder = run_dir / "features" / enc.name
         weights = resolve_weights(enc.weights, run_dir)
+        mode = enc.mode or f.mode
         fp = fingerprint(
             {
                 "patches": patches_fp,
                 "arch": enc.arch,
                 "weights": weights_id(weights, cfg.seed),
                 "input_size": f.input_size,
+                "mode": mode,
+                "dense_rule": DENSE_RULE if mode == "dense" else None,
             }
         )
         info = layer_info(enc.arch)
@@ -85,16 +89,19 @@ def run_features(cfg: StudyConfig, run_dir: Path, progress: bool = True) -> None
             continue
         torch.manual_seed(cfg.seed)  # random-init encoders are reproducible
         net, provenance = load_backbone(enc.arch, weights)
-        feats = extract_features(
-            net,
-            patches,
-            missing,
-            f.batch_size,
-            f.input_size,
-            progress,
-            desc=f"features {enc.name}",
-            device=f.device,
-        )
+        if mode == "dense":
+            feats = _dense(cfg, index, net, info, missing, progress)
+        else:
+            feats = extract_features(
+                net,
+                patches,
+                missing,
+                f.batch_size,
+                f.input_size,
+                progress,
+                desc=f"features {enc.name}",
+                device=f.device,
+            )
         for layer in missing:
             invalidate(folder / f"{layer}.json")
             write_npy(feats[layer], folder / f"{layer}.npy")
@@ -106,8 +113,29 @@ def run_features(cfg: StudyConfig, run_dir: Path, progress: bool = True) -> None
                 "shape": list(feats[layer].shape),
                 "provenance": provenance,
                 "input_size": f.input_size,
+                "mode": mode,
             }
             write_json(meta, folder / f"{layer}.json")
+
+
+def _dense(
+    cfg: StudyConfig, index: Any, net: Any, info: Any, layers: list[str], progress: bool
+) -> dict[str, np.ndarray]:
+    """Dense features of the patches, pooled from their whole photos (``features.mode``)."""
+    from skintl.data.sources import read_rgb
+
+    if cfg.data.source == "patch_folders":
+        raise ConfigError(
+            "features.mode dense pools patches from their photos, but data.source "
+            "patch_folders has no photos: use mode: patch"
+        )
+    photos = index.groupby("image_idx")["image"].first()
+    paths = [str(photos.get(i, "")) for i in range(int(index["image_idx"].max()) + 1)]
+    return dense_patch_features(
+        net, {k: v.stride for k, v in info.items()}, paths, index["image_idx"].to_numpy(),
+        index["y"].to_numpy(), index["x"].to_numpy(), cfg.patches.size, layers,
+        lambda p: read_rgb(Path(p)), cfg.features.dense_tile, cfg.features.device, progress,
+    )  # fmt: skip
 
 
 def run_handcrafted(cfg: StudyConfig, run_dir: Path, patches: np.ndarray, patches_fp: str) -> None:

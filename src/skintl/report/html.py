@@ -133,6 +133,15 @@ def _render(context: dict[str, Any]) -> str:
     return env.get_template("report.html.j2").render(**context)
 
 
+def _scan_context(run_dir: Path) -> dict[str, Any] | None:
+    """The whole-photo summary of the scan stage (``scan/summary.csv``), when there is one."""
+    path = run_dir / "scan" / "summary.csv"
+    if not path.is_file():
+        return None
+    rows = pd.read_csv(path).to_dict("records")
+    return {"rows": rows, "modes": sorted({str(r["mode"]) for r in rows})}
+
+
 def write_report(
     run_dir: Path, n_boot: int = 1000, seed: int | None = None, alpha: float = 0.05
 ) -> Path:
@@ -185,6 +194,7 @@ def write_report(
         "tables": table_context(tables),
         "figures": figs,
         "csv_files": sorted(tables.csv_tables()),
+        "scan": _scan_context(run_dir),
     }
     path = run_dir / REPORT_DIR / "index.html"
     write_text(_render(context), path)

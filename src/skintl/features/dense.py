@@ -1,0 +1,263 @@
+"""Dense features: one encoder pass over a whole photo, window features pooled from its map.
+
+A window's *dense* feature is the mean of the layer's feature map over the ``k x k`` cells
+starting at cell ``round(y / s)``, ``round(x / s)`` (``s`` the layer's stride, ``k =
+max(1, round(P / s))`` for a ``P`` px window at top-left ``(y, x)``). Unlike the feature of the
+isolated patch, it sees the photo around the window (receptive field, no zero padding at the
+patch border), so a classifier must be trained on dense features to be used on them
+(``features.mode: dense``).
+
+Large photos run in tiles whose origins are multiples of the layer's stride, each with a halo of
+at least the layer's receptive-field radius: a tile's core cells then equal the one-pass map to
+float tolerance, and memory stays bounded by the tile size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import ResNet
+
+from skintl.encoders.backbones import LAYERS
+from skintl.features.extract import to_input
+
+
+def truncated_backbone(net: ResNet, layer: str) -> nn.Sequential:
+    """``net`` up to and including ``layer``, as a module whose state-dict keys are the
+    backbone's own (``conv1.weight``, ``layer1.0.conv1.weight``, ...)."""
+    if layer not in LAYERS:
+        raise KeyError(f"unknown layer {layer!r}; valid: {', '.join(LAYERS)}")
+    parts: dict[str, nn.Module] = {
+        "conv1": net.conv1, "bn1": net.bn1, "relu": net.relu, "maxpool": net.maxpool,
+    }  # fmt: skip
+    for name in LAYERS[1 : LAYERS.index(layer) + 1]:
+        parts[name] = getattr(net, name)
+    return nn.Sequential(OrderedDict(parts)).eval()
+
+
+def receptive_field(trunk: nn.Sequential) -> int:
+    """Receptive field (input px) of the last output of ``trunk`` along its longest path.
+
+    The residual branches (3x3 convolutions) dominate the shortcuts, so walking every
+    convolution and pooling in order gives the exact field of a torchvision ResNet.
+    """
+    rf, jump = 1, 1
+    for m in trunk.modules():
+        if isinstance(m, nn.Conv2d | nn.MaxPool2d):
+            k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
+            s = m.stride if isinstance(m.stride, int) else m.stride[0]
+            if isinstance(m, nn.Conv2d) and m.in_channels != m.out_channels and k == 1 and s > 1:
+                continue  # the shortcut's 1x1 projection: parallel, not in series
+            rf += (k - 1) * jump
+            jump *= s
+    return rf
+
+
+@dataclass(frozen=True)
+class DenseGeometry:
+    """How windows map to cells of one layer's feature map.
+
+    Attributes:
+        stride: input px per feature cell; size: window size in px; halo: context px around a
+        tile, a multiple of ``stride`` of at least half the receptive field.
+    """
+
+    stride: int
+    size: int
+    halo: int
+
+    @property
+    def k(self) -> int:
+        """Cells per window side."""
+        return max(1, round(self.size / self.stride))
+
+    def cell(self, px: np.ndarray) -> np.ndarray:
+        """First cell of windows whose top-left corner is at ``px`` (input px)."""
+        return np.floor(np.asarray(px) / self.stride + 0.5).astype(np.int64)
+
+
+def geometry(trunk: nn.Sequential, stride: int, size: int) -> DenseGeometry:
+    radius = receptive_field(trunk) // 2 + stride
+    return DenseGeometry(stride, size, math.ceil(radius / stride) * stride)
+
+
+def _forward(trunk: nn.Sequential, photo: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (C, H', W') float32 feature map on the CPU."""
+    x = torch.from_numpy(np.array(photo, dtype=np.uint8)).to(device)[None]  # writable copy
+    return trunk(to_input(x))[0].float().cpu()
+
+
+@torch.inference_mode()
+def feature_map(
+    trunk: nn.Sequential,
+    photo: np.ndarray,
+    geo: DenseGeometry,
+    tile: int | None = None,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """The layer's feature map of a whole photo: (C, ceil(H / s), ceil(W / s)).
+
+    Args:
+        trunk: :func:`truncated_backbone`; photo: (H, W, 3) uint8.
+        tile: core size in px (rounded up to a multiple of the stride); None: one pass.
+    """
+    dev = torch.device(device)
+    if tile is None:
+        return _forward(trunk, photo, dev)
+    chunks = [
+        (cy, cx, core) for cy, cx, core in _tiles(trunk, photo, geo, tile, dev, extra_cells=0)
+    ]
+    c = chunks[0][2].shape[0]
+    h, w = (math.ceil(n / geo.stride) for n in photo.shape[:2])
+    out = torch.empty((c, h, w))
+    for cy, cx, core in chunks:
+        out[:, cy : cy + core.shape[1], cx : cx + core.shape[2]] = core
+    return out
+
+
+def _tiles(
+    trunk: nn.Sequential,
+    photo: np.ndarray,
+    geo: DenseGeometry,
+    tile: int,
+    device: torch.device,
+    extra_cells: int,
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Yield ``(cell_y, cell_x, map)`` per tile: the exact map of the tile's core cells plus
+    ``extra_cells`` beyond its bottom and right edges (clipped to the photo)."""
+    s = geo.stride
+    t = math.ceil(tile / s) * s
+    h, w = photo.shape[:2]
+    hc, wc = math.ceil(h / s), math.ceil(w / s)
+    for y0 in range(0, h, t):
+        for x0 in range(0, w, t):
+            cy, cx = y0 // s, x0 // s
+            ny, nx = min(t // s + extra_cells, hc - cy), min(t // s + extra_cells, wc - cx)
+            iy0, ix0 = max(0, y0 - geo.halo), max(0, x0 - geo.halo)
+            iy1 = min(h, (cy + ny) * s + geo.halo)
+            ix1 = min(w, (cx + nx) * s + geo.halo)
+            fmap = _forward(trunk, photo[iy0:iy1, ix0:ix1], device)
+            oy, ox = cy - iy0 // s, cx - ix0 // s
+            yield cy, cx, fmap[:, oy : oy + ny, ox : ox + nx]
+
+
+def _pool_at(fmap: torch.Tensor, k: int, cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
+    """Mean of ``fmap`` (C, h, w) over the k x k cells at (cy, cx), clipped to the map."""
+    h, w = fmap.shape[1:]
+    pad = (0, k, 0, k)  # windows at the bottom/right edge: mean over the cells that exist
+    ones = torch.ones((1, 1, h, w))
+    sums = F.avg_pool2d(F.pad(fmap[None], pad), k, stride=1, divisor_override=1)[0]
+    counts = F.avg_pool2d(F.pad(ones, pad), k, stride=1, divisor_override=1)[0, 0]
+    cy, cx = np.clip(cy, 0, h - 1), np.clip(cx, 0, w - 1)
+    ty, tx = torch.from_numpy(cy), torch.from_numpy(cx)
+    return (sums[:, ty, tx] / counts[ty, tx]).T.contiguous().numpy()  # (N, C)
+
+
+@torch.inference_mode()
+def iter_window_features(
+    trunk: nn.Sequential,
+    photo: np.ndarray,
+    geo: DenseGeometry,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    tile: int | None = 512,
+    device: str | torch.device = "cpu",
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Dense features of windows with top-left corners ``(ys[i], xs[i])``, tile by tile.
+
+    Yields ``(indices, features)`` with features (n, C) float32, so a caller can classify them
+    and drop them before the next tile (bounded memory on 20+ megapixel photos).
+    """
+    dev = torch.device(device)
+    hc, wc = (math.ceil(n / geo.stride) for n in photo.shape[:2])
+    cy, cx = np.clip(geo.cell(ys), 0, hc - 1), np.clip(geo.cell(xs), 0, wc - 1)
+    if tile is None:
+        fmap = _forward(trunk, photo, dev)
+        yield np.arange(len(ys)), _pool_at(fmap, geo.k, cy, cx)
+        return
+    t = math.ceil(tile / geo.stride)
+    for ty, tx, fmap in _tiles(trunk, photo, geo, tile, dev, extra_cells=geo.k):
+        inside = (cy >= ty) & (cy < ty + t) & (cx >= tx) & (cx < tx + t)
+        idx = np.flatnonzero(inside)
+        if len(idx):
+            yield idx, _pool_at(fmap, geo.k, cy[idx] - ty, cx[idx] - tx)
+
+
+def window_features(
+    trunk: nn.Sequential,
+    photo: np.ndarray,
+    geo: DenseGeometry,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    tile: int | None = 512,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """All of :func:`iter_window_features` as one (N, C) float32 array in window order."""
+    out: np.ndarray | None = None
+    for idx, f in iter_window_features(trunk, photo, geo, ys, xs, tile, device):
+        if out is None:
+            out = np.empty((len(ys), f.shape[1]), np.float32)
+        out[idx] = f
+    if out is None:
+        return np.empty((0, 0), np.float32)
+    return out
+
+
+#: version of the pooling rule above; part of the features fingerprint in dense mode
+DENSE_RULE = "round-origin-k-cells-v1"
+
+
+def dense_patch_features(
+    net: ResNet,
+    arch_strides: dict[str, int],
+    photos: list[str],
+    image_idx: np.ndarray,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    size: int,
+    layers: list[str],
+    read_photo: Callable[[str], np.ndarray],
+    tile: int | None = 512,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Dense features of training patches: every patch of one photo from one pass over it.
+
+    Args:
+        net: backbone; arch_strides: layer -> stride of its architecture.
+        photos: photo paths; image_idx: (N,) index into ``photos`` of each patch.
+        ys, xs: (N,) top-left corners of the patches in their photos; size: patch size (px).
+        read_photo: path -> (H, W, 3) uint8.
+
+    Returns:
+        {layer: (N, C_layer) float32}, rows in patch order.
+    """
+    from tqdm import tqdm
+
+    from skintl.features.extract import exact_fp32, resolve_device
+
+    dev = resolve_device(device)
+    trunks = {layer: truncated_backbone(net, layer).to(dev) for layer in layers}
+    geos = {layer: geometry(trunks[layer], arch_strides[layer], size) for layer in layers}
+    out: dict[str, np.ndarray] = {}
+    with exact_fp32(dev):
+        for i in tqdm(np.unique(image_idx), desc="dense features", unit="photo",
+                      disable=not progress):  # fmt: skip
+            rows = np.flatnonzero(image_idx == i)
+            photo = read_photo(photos[i])
+            for layer in layers:
+                f = window_features(
+                    trunks[layer], photo, geos[layer], ys[rows], xs[rows], tile, dev
+                )
+                if layer not in out:
+                    out[layer] = np.zeros((len(image_idx), f.shape[1]), np.float32)
+                out[layer][rows] = f
+    net.to("cpu")
+    return out

@@ -1,0 +1,115 @@
+"""Argument parsing of ``skintl bundle`` and ``skintl scan`` (the work is in scan/)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from skintl.scan.export import make_bundle
+
+    meta = make_bundle(Path(args.run_dir), args.encoder, args.layer, args.classifier,
+                       Path(args.output), args.exclude_patients)  # fmt: skip
+    print(
+        f"wrote {args.output}: {meta['arch']} {meta['layer']} ({meta['feature_mode']} features), "
+        f"{meta['classifier']} on {len(meta['training_patients'])} patients, photo short side "
+        f"{meta['photo_short_side']} px"
+    )
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from skintl.scan.bundle import load_bundle
+    from skintl.scan.image import ScanError
+    from skintl.scan.run import ScanOptions, scan_photos
+
+    if args.patient_id and len(args.patient_id) != len(args.images):
+        raise ScanError(f"{len(args.patient_id)} --patient-id for {len(args.images)} photos")
+    bundle = load_bundle(args.bundle)
+    opts = ScanOptions(
+        mode=args.mode, stride=args.stride, short_side=args.short_side, scale=args.scale,
+        device=args.device, max_pixels=args.max_pixels or None, target=args.target_class,
+        threshold=args.threshold, min_area=args.min_area, skin=args.skin,
+        mask_value=args.doctor_mask_value,
+        patient_ids=list(args.patient_id or []),
+    )  # fmt: skip
+    masks = [Path(m) for m in args.doctor_mask] if args.doctor_mask else None
+    table = scan_photos(bundle, [Path(p) for p in args.images], Path(args.output), opts, masks)
+    cols = [c for c in ("dice", "region_sensitivity", "region_specificity") if c in table]
+    if cols:
+        print(table[cols].mean().to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"scans of {len(table)} photos in {args.output} (open {args.output}/index.html)")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from skintl.scan.head import SCAN_CLASSIFIERS
+    from skintl.scan.image import DEFAULT_MAX_PIXELS
+    from skintl.scan.windows import MODES
+
+    b = sub.add_parser("bundle", help="export a scan bundle (encoder + refitted classifier)")
+    b.add_argument("run_dir", help="run directory of a finished `skintl study`")
+    b.add_argument("--encoder", required=True, help="encoder name from the study config")
+    b.add_argument("--layer", required=True, help="layer whose features the classifier uses")
+    b.add_argument("--classifier", required=True, choices=SCAN_CLASSIFIERS)
+    b.add_argument(
+        "--exclude-patients",
+        nargs="+",
+        default=[],
+        metavar="ID",
+        help="patients left out of the refit (to scan them honestly later)",
+    )
+    b.add_argument("-o", "--output", required=True, help="bundle file to write")
+    b.set_defaults(func=cmd_bundle)
+
+    s = sub.add_parser("scan", help="lesion maps, regions and overlays of whole photos")
+    s.add_argument("bundle", help="file made by `skintl bundle`")
+    s.add_argument("images", nargs="+", help="photos to scan")
+    s.add_argument(
+        "--doctor-mask",
+        nargs="+",
+        metavar="MASK",
+        help="the doctor's outline of each photo (nonzero = lesion), in order",
+    )
+    s.add_argument(
+        "--doctor-mask-value",
+        type=int,
+        metavar="V",
+        help="only mask pixels equal to V are the doctor's region (multi-class masks)",
+    )
+    s.add_argument(
+        "--patient-id",
+        nargs="+",
+        metavar="ID",
+        help="patient of each photo (warns when the bundle was trained on it)",
+    )
+    s.add_argument(
+        "--mode", choices=MODES, default="dense", help="window placement (default dense)"
+    )
+    s.add_argument("--stride", type=int, help="grid stride in px (default: patch size / 5)")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--short-side", type=int, help="bring each photo's short side to PX first")
+    g.add_argument(
+        "--scale",
+        type=float,
+        help="scale photos by F (default: to the bundle's training photo scale)",
+    )
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    s.add_argument("--target-class", default="AK", help="class the doctor's masks outline")
+    s.add_argument("--threshold", type=float, help="probability threshold (default: argmax)")
+    s.add_argument("--min-area", type=int, help="smallest region in px (default: half a window)")
+    s.add_argument(
+        "--skin",
+        choices=["rule", "all"],
+        default="rule",
+        help="where windows go: the documented skin rule, or every pixel",
+    )
+    s.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="decompression-bomb limit in pixels (0: no limit)",
+    )
+    s.add_argument("-o", "--output", required=True, help="output folder")
+    s.set_defaults(func=cmd_scan)

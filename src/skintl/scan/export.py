@@ -1,0 +1,118 @@
+"""``skintl bundle``: a scan bundle from a finished study's run directory (read through files)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from skintl.scan.bundle import BundleError, fit_head, save_bundle
+
+log = logging.getLogger(__name__)
+
+
+def file_sha256(path: Path) -> str:
+    from skintl.encoders.backbones import sha256_file
+
+    return sha256_file(path)
+
+
+def photo_short_side(path: Path) -> int:
+    """Short side (px) of a photo as displayed (EXIF orientation does not change it)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return int(min(im.size))
+
+
+def _features_record(run_dir: Path, encoder: str, layer: str) -> dict[str, Any]:
+    meta = run_dir / "features" / encoder / f"{layer}.json"
+    if not meta.is_file():
+        have = sorted(p.name for p in (run_dir / "features").glob("*") if p.is_dir())
+        raise BundleError(
+            f"{meta}: no features of encoder {encoder!r} layer {layer!r} in this run "
+            f"(encoders with features: {have}); pick another or run `skintl features` first"
+        )
+    return dict(json.loads(meta.read_text()))
+
+
+def training_photos(manifest: pd.DataFrame) -> list[dict[str, Any]]:
+    """Name, sha256 and patient of every photo a bundle was trained on (for the leak warning)."""
+    return [
+        {"name": Path(p).name, "sha256": file_sha256(Path(p)), "patient_id": str(pid)}
+        for p, pid in zip(manifest["image_path"], manifest["patient_id"], strict=True)
+    ]
+
+
+def bundle_meta(
+    cfg: Any, run_dir: Path, encoder: str, layer: str, classifier: str, patients: list[str]
+) -> dict[str, Any]:
+    """The JSON record of a bundle trained on ``patients`` of the run."""
+    from skintl.encoders.backbones import layer_info
+
+    enc = next((e for e in cfg.features.encoders if e.name == encoder), None)
+    if enc is None:
+        names = [e.name for e in cfg.features.encoders]
+        raise BundleError(f"{run_dir}: no encoder {encoder!r} in this study; valid: {names}")
+    rec = _features_record(run_dir, encoder, layer)
+    manifest = pd.read_parquet(run_dir / "manifest.parquet")
+    manifest = manifest[manifest["patient_id"].astype(str).isin(patients)]
+    sides = [photo_short_side(Path(p)) for p in manifest["image_path"]]
+    info = layer_info(enc.arch)[layer]
+    return {
+        "arch": enc.arch, "layer": layer, "layer_stride": info.stride,
+        "layer_channels": info.channels, "feature_mode": rec.get("mode", "patch"),
+        "patch_size": cfg.patches.size, "input_size": cfg.features.input_size,
+        "photo_short_side": float(np.median(sides)) if sides else None,
+        "classifier": classifier, "encoder": enc.model_dump(), "provenance": rec["provenance"],
+        "features_fingerprint": rec["fingerprint"], "study": cfg.name,
+        "training_patients": sorted(patients), "training_photos": training_photos(manifest),
+    }  # fmt: skip
+
+
+def make_bundle(
+    run_dir: Path,
+    encoder: str,
+    layer: str,
+    classifier: str,
+    out: Path,
+    exclude_patients: list[str] | tuple[str, ...] = (),
+    only_patients: list[str] | None = None,
+) -> dict[str, Any]:
+    """Refit ``classifier`` on the run's cached features of every patient (but the excluded
+    ones, or only ``only_patients``) and write the bundle to ``out``. Returns its record."""
+    from skintl.config import load_config
+    from skintl.encoders.backbones import load_backbone
+    from skintl.features.dense import truncated_backbone
+    from skintl.features.stage import load_features
+    from skintl.pretrain.stage import resolve_weights
+
+    cfg = load_config(run_dir / "config.yaml")
+    index = pd.read_parquet(run_dir / "patches" / "index.parquet")
+    pids = index["patient_id"].astype(str)
+    unknown = sorted(set(map(str, exclude_patients)) - set(pids))
+    if unknown:
+        raise BundleError(f"--exclude-patients {unknown} are not patients of {run_dir}")
+    keep = ~pids.isin(set(map(str, exclude_patients))).to_numpy()
+    if only_patients is not None:
+        keep &= pids.isin(set(only_patients)).to_numpy()
+    meta = bundle_meta(cfg, run_dir, encoder, layer, classifier, sorted(set(pids[keep])))
+    X = np.asarray(load_features(run_dir, encoder, layer))[keep]
+    y, groups = index["class"].to_numpy()[keep], pids.to_numpy()[keep]
+    missing = sorted(set(cfg.classes) - set(y))
+    if missing:
+        raise BundleError(f"no training patches of class {missing} left after the exclusions")
+    head = fit_head(cfg, X, y, groups, classifier)
+    enc = next(e for e in cfg.features.encoders if e.name == encoder)
+    torch.manual_seed(cfg.seed)  # as the features stage: the same random-init encoder
+    net, _ = load_backbone(enc.arch, resolve_weights(enc.weights, run_dir))
+    save_bundle(out, meta, truncated_backbone(net, layer), head)
+    log.info(
+        "bundle %s: %s/%s/%s on %d patients", out, encoder, layer, classifier, len(set(groups))
+    )
+    return meta

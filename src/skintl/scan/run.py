@@ -1,0 +1,220 @@
+"""``skintl scan``: photos in, maps, regions, overlays, GeoJSON and metrics out.
+
+Per photo ``<stem>``: ``<stem>_overlay.png`` (outlines in the original colours, legend),
+``<stem>_heatmap.png`` (probability of the target class), ``<stem>_prob_<class>.png`` (8-bit
+probability at the photo's own resolution, 0 off the skin), ``<stem>_regions.geojson`` and a
+row of ``scan_metrics.csv``. ``index.html`` shows every overlay.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from skintl.io import atomic_path, write_text
+from skintl.labels import AK, HEALTHY
+from skintl.scan.bundle import Bundle
+from skintl.scan.draw import heatmap, overlay
+from skintl.scan.image import DEFAULT_MAX_PIXELS, ScanError, read_doctor_mask, read_photo, resize
+from skintl.scan.regions import RegionRule, class_regions, geojson, match_regions, photo_metrics
+from skintl.scan.scanner import window_probabilities
+from skintl.scan.skin import skin_mask
+from skintl.scan.windows import Windows, grid_windows, paint, superpixel_windows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScanOptions:
+    """What ``skintl scan`` does; None picks the bundle's default."""
+
+    mode: str = "dense"
+    stride: int | None = None  # default: patch size / 5 (10 px for 50 px patches)
+    short_side: int | None = None  # bring the photo's short side to this many px
+    scale: float | None = None  # or scale it by this factor (default: the bundle's scale)
+    device: str = "auto"
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    target: str = AK  # the class the doctor's mask outlines
+    threshold: float | None = None  # None: argmax
+    min_area: int | None = None  # px at the bundle's scale; default half a window
+    radius: int | None = None  # morphology disk; default patch size / 10
+    tile: int = 1024  # dense mode: tile core in px (memory grows with its square)
+    skin: str = "rule"  # "rule" (skintl.scan.skin) or "all"
+    mask_value: int | None = None  # doctor's masks: only this pixel value (None: nonzero)
+    patient_ids: list[str | None] = field(default_factory=list)
+
+
+def working_scale(bundle: Bundle, shape: tuple[int, ...], opts: ScanOptions) -> float:
+    short = min(shape[:2])
+    if opts.scale is not None:
+        return float(opts.scale)
+    if opts.short_side is not None:
+        return opts.short_side / short
+    target = bundle.meta.get("photo_short_side")
+    return float(target) / short if target else 1.0
+
+
+def leak_warning(bundle: Bundle, path: Path, patient: str | None) -> str | None:
+    """Why ``path`` may belong to the bundle's training set, or None."""
+    from skintl.scan.export import file_sha256
+
+    if patient is not None and str(patient) in set(bundle.meta.get("training_patients", [])):
+        return f"patient {patient} is in the bundle's training set"
+    photos = bundle.meta.get("training_photos", [])
+    by_name = {p["name"]: p for p in photos}
+    if path.name in by_name:
+        return f"a training photo has the same name (patient {by_name[path.name]['patient_id']})"
+    sha = file_sha256(path)
+    hit = next((p for p in photos if p["sha256"] == sha), None)
+    if hit is not None:
+        return f"it is a training photo (patient {hit['patient_id']})"
+    return None
+
+
+def place_windows(bundle: Bundle, work: np.ndarray, skin: np.ndarray, opts: ScanOptions) -> Windows:
+    if opts.mode == "superpixel":
+        return superpixel_windows(work, skin, bundle.size, bundle.stride)
+    stride = opts.stride or max(1, bundle.size // 5)
+    return grid_windows(skin, bundle.size, stride, bundle.stride)
+
+
+def probability_map(
+    bundle: Bundle, work: np.ndarray, opts: ScanOptions
+) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) photo at the bundle's scale -> ((H, W, K) map, NaN off the skin; skin mask)."""
+    if opts.skin == "all":
+        skin = np.ones(work.shape[:2], bool)
+    else:
+        skin = skin_mask(work, bundle.size)
+    win = place_windows(bundle, work, skin, opts)
+    padded = np.pad(work, ((win.pad, win.pad), (win.pad, win.pad), (0, 0)), mode="reflect")
+    probs = window_probabilities(bundle, padded, win, opts.mode, opts.device, tile=opts.tile)
+    return paint(win.owner, probs), skin
+
+
+def _save_png(arr: np.ndarray, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr).save(tmp, format="PNG")
+
+
+def _display(photo: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, int]:
+    """The photo at a viewable size (short side >= 512 px, never above the original)."""
+    f = max(1, min(math.ceil(512 / min(shape)), math.floor(min(photo.shape[:2]) / min(shape))))
+    return resize(photo, (shape[0] * f, shape[1] * f)), f
+
+
+def _up(labels: np.ndarray, f: int) -> np.ndarray:
+    return np.repeat(np.repeat(labels, f, axis=0), f, axis=1) if f > 1 else labels
+
+
+def scan_photo(
+    bundle: Bundle,
+    path: Path,
+    out_dir: Path,
+    opts: ScanOptions,
+    mask_path: Path | None = None,
+    patient: str | None = None,
+    doctor_mask: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Scan one photo, write its files into ``out_dir`` and return its metrics row.
+
+    The doctor's outline comes from ``mask_path`` (nonzero = lesion) or ``doctor_mask``
+    ((H, W) bool at the photo's resolution)."""
+    photo = read_photo(path, opts.max_pixels)
+    leak = leak_warning(bundle, path, patient)
+    if leak:
+        log.warning("%s: %s; its scan is not an honest evaluation", path, leak)
+    s = working_scale(bundle, photo.shape, opts)
+    shape = (max(1, round(photo.shape[0] * s)), max(1, round(photo.shape[1] * s)))
+    work = resize(photo, shape)
+    if mask_path is not None:
+        doctor_mask = read_doctor_mask(mask_path, photo.shape[:2], opts.mask_value)
+    doctor = None
+    if doctor_mask is not None:
+        if doctor_mask.shape != photo.shape[:2]:
+            raise ScanError(f"{path}: the doctor's mask is not the photo's size")
+        doctor = resize(doctor_mask, shape, nearest=True)
+    prob, skin = probability_map(bundle, work, opts)
+    classes = bundle.head.classes
+    if opts.target not in classes:
+        raise ScanError(f"--target-class {opts.target!r} is not a class of the bundle {classes}")
+    size = bundle.size
+    rule = RegionRule(opts.min_area or size * size // 2, opts.radius or max(1, size // 10),
+                      opts.threshold)  # fmt: skip
+    regions = {c: class_regions(prob, classes, c, rule) for c in classes if c != HEALTHY}
+    pred = regions[opts.target]
+    row = {"photo": str(path), "patient_id": patient, "mode": opts.mode, "scale": s,
+           "target_class": opts.target,
+           "leak_warning": leak or "", "skin_pct": 100.0 * skin.mean(),
+           **photo_metrics(pred, doctor, skin, size, 1.0 / s**2)}  # fmt: skip
+    stem = out_dir / path.stem
+    m = match_regions(pred, doctor) if doctor is not None else None
+    disp, f = _display(photo, shape)
+    img = overlay(disp, _up(pred, f), m.pred_tp if m else None,
+                  _up(m.doctor_labels, f) if m else None, m.doctor_found if m else None,
+                  width=max(2, f))  # fmt: skip
+    _save_png(img, Path(f"{stem}_overlay.png"))
+    k = classes.index(opts.target)
+    heat = heatmap(disp, np.repeat(np.repeat(prob[..., k], f, axis=0), f, axis=1))
+    _save_png(heat, Path(f"{stem}_heatmap.png"))
+    for j, c in enumerate(classes):
+        p8 = (np.nan_to_num(prob[..., j], nan=0.0) * 255).round().astype(np.uint8)
+        _save_png(resize(p8, photo.shape[:2]), Path(f"{stem}_prob_{c}.png"))
+    tp = {opts.target: m.pred_tp} if m else None
+    gj = geojson(regions, prob, classes, s, tp)
+    write_text(json.dumps(gj), Path(f"{stem}_regions.geojson"))
+    return row
+
+
+def scan_photos(
+    bundle: Bundle,
+    photos: list[Path],
+    out_dir: Path,
+    opts: ScanOptions,
+    masks: list[Path] | None = None,
+) -> pd.DataFrame:
+    """Scan every photo; writes ``scan_metrics.csv`` and ``index.html`` in ``out_dir``."""
+    from tqdm import tqdm
+
+    if masks and len(masks) != len(photos):
+        raise ScanError(f"{len(masks)} --doctor-mask files for {len(photos)} photos: give one "
+                        "mask per photo, in the same order")  # fmt: skip
+    stems = [p.stem for p in photos]
+    if len(set(stems)) != len(stems):
+        raise ScanError("two photos share a file name; their outputs would overwrite each other")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pids = opts.patient_ids or [None] * len(photos)
+    rows = []
+    for i, path in enumerate(tqdm(photos, desc=f"scan ({opts.mode})", unit="photo")):
+        rows.append(scan_photo(bundle, path, out_dir, opts, masks[i] if masks else None, pids[i]))
+    table = pd.DataFrame(rows)
+    write_text(table.to_csv(index=False), out_dir / "scan_metrics.csv")
+    write_text(scan_html(table, bundle), out_dir / "index.html")
+    return table
+
+
+def scan_html(table: pd.DataFrame, bundle: Bundle) -> str:
+    """A page of every overlay and heat-map with its metrics (the report's style)."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(loader=PackageLoader("skintl", "report/templates"),
+                      autoescape=select_autoescape())  # fmt: skip
+    cols = [c for c in ("dice", "iou", "region_sensitivity", "region_specificity",
+                        "pred_regions", "doctor_regions", "pred_burden_pct",
+                        "doctor_burden_pct") if c in table]  # fmt: skip
+    items = [
+        {"stem": Path(r["photo"]).stem, "name": Path(r["photo"]).name, "leak": r["leak_warning"],
+         "metrics": {c: (f"{r[c]:.3f}" if isinstance(r[c], float) else r[c]) for c in cols}}
+        for _, r in table.iterrows()
+    ]  # fmt: skip
+    m = bundle.meta
+    title = f"Scans: {m.get('arch')} {m.get('layer')} {m.get('classifier')} ({m.get('study')})"
+    return env.get_template("scan.html.j2").render(title=title, items=items, meta=m)

@@ -1,0 +1,80 @@
+"""Window probabilities of a photo in the three modes (pure arrays in, arrays out).
+
+- exact: every window cut out and run through the encoder alone, as the patches in training;
+- superpixel: the same, with windows centred on SLIC superpixels;
+- dense: the encoder runs once over the (tiled) photo and each window's feature is pooled from
+  the layer's map (:mod:`skintl.features.dense`). Use a bundle trained with
+  ``features.mode: dense``; a patch-mode bundle in dense mode is warned about.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from skintl.features.dense import geometry, iter_window_features
+from skintl.features.extract import exact_fp32, to_input
+from skintl.scan.bundle import Bundle
+from skintl.scan.windows import MODES, Windows
+
+log = logging.getLogger(__name__)
+
+
+def _exact_features(
+    bundle: Bundle, padded: np.ndarray, win: Windows, batch: int, device: torch.device
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    view = np.lib.stride_tricks.sliding_window_view(padded, (bundle.size, bundle.size), (0, 1))
+    size = bundle.meta.get("input_size")
+    trunk = bundle.trunk.to(device)
+    for s in range(0, len(win), batch):
+        idx = np.arange(s, min(s + batch, len(win)))
+        # sliding_window_view puts the window axes last: (N, 3, P, P) -> (N, P, P, 3)
+        cut = np.ascontiguousarray(view[win.ys[idx], win.xs[idx]].transpose(0, 2, 3, 1))
+        x = to_input(torch.from_numpy(cut).to(device), size)
+        yield idx, trunk(x).mean(dim=(2, 3)).float().cpu().numpy()
+
+
+@torch.inference_mode()
+def window_probabilities(
+    bundle: Bundle,
+    padded: np.ndarray,
+    win: Windows,
+    mode: str,
+    device: str = "cpu",
+    batch: int = 256,
+    tile: int = 512,
+) -> np.ndarray:
+    """(N, K) class probabilities (``bundle.head.classes`` order) of every window.
+
+    Args:
+        padded: (H + 2 pad, W + 2 pad, 3) uint8 photo, reflect-padded by ``win.pad``.
+    """
+    from skintl.features.extract import resolve_device
+
+    if mode not in MODES:
+        raise ValueError(f"unknown scan mode {mode!r}; valid: {', '.join(MODES)}")
+    if mode == "dense" and bundle.mode != "dense":
+        log.warning(
+            "dense scan with a bundle trained on isolated patches (feature mode %r): its "
+            "classifier never saw dense features; export a bundle from a features.mode: dense run",
+            bundle.mode,
+        )
+    dev = resolve_device(device)
+    out = np.zeros((len(win), len(bundle.head.classes)), np.float32)
+    if len(win) == 0:
+        return out
+    if mode == "dense":
+        geo = geometry(bundle.trunk, bundle.stride, bundle.size)
+        chunks = iter_window_features(bundle.trunk.to(dev), padded, geo, win.ys, win.xs, tile, dev)
+    else:
+        chunks = _exact_features(bundle, padded, win, batch, dev)
+    try:
+        with exact_fp32(dev):
+            for idx, feats in chunks:
+                out[idx] = bundle.head.predict_proba(feats)
+    finally:
+        bundle.trunk.to("cpu")
+    return out

@@ -1,0 +1,169 @@
+"""The ``scan`` stage: a bundle for `skintl scan`, and an honest whole-photo evaluation.
+
+For every outer fold of ``evaluation/folds.parquet``, a bundle refitted on that fold's training
+patients scans the photos of its held-out patients, so no photo is scanned by a classifier that
+saw its patient. Files (all under ``scan/``): ``bundle.pt`` (every patient),
+``bundles/<encoder>/fold<k>.pt``, ``<mode>/`` (per-photo outputs, ``scan_metrics.csv``,
+``index.html``), ``photos.csv`` (every photo and mode) and ``summary.csv`` (means over
+photos with patient-bootstrap 95% CIs).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from skintl.config import ScanConfig, StudyConfig
+from skintl.io import write_text
+from skintl.labels import HEALTHY
+from skintl.rundir import fingerprint, fingerprint_matches
+
+log = logging.getLogger(__name__)
+
+#: metrics summarised over photos (mean, patient-bootstrap CI)
+SUMMARY_METRICS = (
+    "dice", "iou", "region_sensitivity", "region_specificity", "region_precision",
+    "burden_error_pct", "pred_burden_pct", "doctor_burden_pct",
+)  # fmt: skip
+
+
+def photos_to_scan(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
+    """Manifest rows to scan with columns ``photo``, ``mask``, ``patient_id``, ``labels``."""
+    s = cfg.scan
+    assert s is not None
+    m = pd.read_parquet(run_dir / "manifest.parquet")
+    for col, values in s.include.items():
+        m = m[m[col].astype(str).isin(values)]
+    mask: pd.Series | None
+    if s.image_column is None:
+        photo, mask = m["image_path"], m["annotation"]
+    else:
+        root = cfg.data.root or run_dir
+        keep = m[s.image_column].notna() & (m[s.image_column].astype(str) != "")
+        m = m[keep]
+        photo = m[s.image_column].map(lambda p: str(root / str(p)))
+        mask = m[s.mask_column].map(lambda p: str(root / str(p))) if s.mask_column else None
+    return pd.DataFrame({"photo": photo, "mask": mask, "patient_id": m["patient_id"].astype(str),
+                         "labels": m["labels"]}).reset_index(drop=True)  # fmt: skip
+
+
+def _doctor(cfg: StudyConfig, run_dir: Path, row: Any) -> tuple[str, np.ndarray | None]:
+    """(target class, doctor's bool mask of it) of one photo, from the study's mask rule."""
+    from skintl.data.sources import effective_data_config, lesion_label_map, read_mask
+
+    if row["mask"] is None or pd.isna(row["mask"]):
+        return cfg.classes[0], None
+    data = effective_data_config(cfg, run_dir)
+    lab = lesion_label_map(read_mask(Path(row["mask"])), data, row["labels"], cfg.classes)
+    present = [cfg.classes[i] for i in np.unique(lab[lab >= 0])]
+    lesion = [c for c in cfg.classes if c != HEALTHY]
+    target = next((c for c in lesion if c in present), lesion[0])  # AK first when both
+    return target, lab == cfg.classes.index(target)
+
+
+def _bundle(
+    cfg: StudyConfig, run_dir: Path, encoder: str, path: Path, only: list[str] | None
+) -> Path:
+    from skintl.scan.export import make_bundle
+
+    s = cfg.scan
+    assert s is not None
+    rec = (run_dir / "features" / encoder / f"{s.layer}.json").read_text()
+    fp = fingerprint({"features": rec, "clf": s.classifier, "patients": only,
+                      "evaluation": cfg.evaluation.model_dump(mode="json")})  # fmt: skip
+    marker = path.with_suffix(".json")
+    if not (path.is_file() and fingerprint_matches(marker, fp)):
+        make_bundle(run_dir, encoder, s.layer, s.classifier, path, only_patients=only)
+        write_text(f'{{"fingerprint": "{fp}"}}', marker)
+    return path
+
+
+def run_scan(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame | None:
+    """Export the bundle and scan every fold's held-out photos (``scan:`` of the config)."""
+    s = cfg.scan
+    if s is None:
+        return None
+    out = run_dir / "scan"
+    if s.export_bundle:
+        _bundle(cfg, run_dir, s.encoder, out / "bundle.pt", None)
+        log.info("scan bundle: %s", out / "bundle.pt")
+    if not s.modes:
+        return None
+    table = evaluate_photos(cfg, run_dir, s, out)
+    write_text(table.to_csv(index=False), out / "photos.csv")
+    summary = summarise(table, s.n_boot, cfg.seed)
+    write_text(summary.to_csv(index=False), out / "summary.csv")
+    return summary
+
+
+def evaluate_photos(cfg: StudyConfig, run_dir: Path, s: ScanConfig, out: Path) -> pd.DataFrame:
+    from skintl.scan.bundle import load_bundle
+    from skintl.scan.run import ScanOptions, scan_html, scan_photo
+
+    folds = pd.read_parquet(run_dir / "evaluation" / "folds.parquet")
+    fold_of = folds.groupby(folds["patient_id"].astype(str))["fold"].first()
+    photos = photos_to_scan(cfg, run_dir)
+    unseen = sorted(set(photos["patient_id"]) - set(fold_of.index))
+    if unseen:
+        log.warning("%d photos' patients have no patches, hence no fold: not scanned", len(unseen))
+    photos = photos[photos["patient_id"].isin(fold_of.index)]
+    photos = photos.assign(fold=photos["patient_id"].map(fold_of).astype(int))
+    rows: list[dict[str, Any]] = []
+    used: dict[str, Any] = {}
+    for k, group in photos.groupby("fold"):
+        train = sorted(set(fold_of.index[fold_of != k]))
+        for mode in s.modes:
+            enc = s.encoder if mode == "dense" else (s.patch_encoder or s.encoder)
+            path = out / "bundles" / enc / f"fold{k}.pt"
+            bundle = used[mode] = load_bundle(_bundle(cfg, run_dir, enc, path, train))
+            (out / mode).mkdir(parents=True, exist_ok=True)
+            for _, r in group.iterrows():
+                target, doctor = _doctor(cfg, run_dir, r)
+                opts = ScanOptions(mode=mode, stride=s.stride, device=s.device, target=target)
+                row = scan_photo(bundle, Path(r["photo"]), out / mode, opts,
+                                 patient=r["patient_id"], doctor_mask=doctor)  # fmt: skip
+                rows.append({**row, "fold": int(str(k)), "labels": r["labels"]})
+            log.info("scan fold %s, %s: %d photos", k, mode, len(group))
+    table = pd.DataFrame(rows)
+    for name, g in table.groupby("mode"):
+        write_text(g.to_csv(index=False), out / str(name) / "scan_metrics.csv")
+        write_text(scan_html(g, used[str(name)]), out / str(name) / "index.html")
+    return table
+
+
+def summarise(table: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
+    """Mean of every metric over photos per (mode, target class), with patient-bootstrap CIs."""
+    from skintl.evaluation.stats import bootstrap_ci
+
+    rows = []
+    for (mode, target), g in table.groupby(["mode", "target_class"]):
+        for metric in (m for m in SUMMARY_METRICS if m in g):
+            d = g[["patient_id", metric]].dropna()
+            est, lo, hi = float("nan"), float("nan"), float("nan")
+            if d["patient_id"].nunique() >= 2:
+                est, lo, hi = bootstrap_ci(d, _mean_of(metric), n_boot=n_boot, seed=seed)
+            elif len(d):
+                est = float(d[metric].mean())
+            rows.append({"mode": mode, "target_class": target, "metric": metric,
+                         "n_photos": len(d), "mean": est, "ci_low": lo, "ci_high": hi})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _mean_of(column: str) -> Any:
+    def mean(t: pd.DataFrame) -> float:
+        return float(t[column].mean())
+
+    return mean
+
+
+def summary_text(summary: pd.DataFrame) -> str:
+    """One line per (mode, class, metric): mean [95% CI] (n photos)."""
+    return "\n".join(
+        f"{r['mode']:>10} {r['target_class']:>4} {r['metric']:>20}: {r['mean']:.3f} "
+        f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] (n={r['n_photos']})"
+        for _, r in summary.iterrows()
+    )

@@ -1,0 +1,103 @@
+"""Dense features: tiles equal one pass, receptive fields, window pooling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from skintl.encoders.backbones import build_backbone, layer_info
+from skintl.features.dense import (
+    feature_map,
+    geometry,
+    receptive_field,
+    truncated_backbone,
+    window_features,
+)
+
+
+@pytest.fixture(scope="module")
+def r18() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_backbone("resnet18").eval()
+
+
+def _photo(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _empirical_rf(trunk: torch.nn.Module, size: int = 257) -> int:
+    """Width of the input region that moves the centre output cell (by gradients)."""
+    x = torch.randn(1, 3, size, size, requires_grad=True)
+    y = trunk(x)
+    c = y.shape[-1] // 2
+    y[0, :, c, c].sum().backward()
+    assert x.grad is not None
+    cols = np.flatnonzero(x.grad.abs().sum(dim=(0, 1, 2)).numpy() > 0)
+    return int(cols.max() - cols.min() + 1)
+
+
+@pytest.mark.parametrize("layer", ["layer1", "layer2"])
+def test_receptive_field_matches_gradients(r18: torch.nn.Module, layer: str) -> None:
+    trunk = truncated_backbone(r18, layer)
+    # the walk gives the field of the longest path; gradients can only be narrower at the
+    # stride grid's edge, never wider
+    rf = receptive_field(trunk)
+    emp = _empirical_rf(trunk)
+    assert emp <= rf <= emp + layer_info("resnet18")[layer].stride
+
+
+@pytest.mark.parametrize(("layer", "shape", "tile"), [
+    ("layer2", (150, 131), 32), ("layer2", (96, 200), 48), ("layer3", (120, 170), 64),
+])  # fmt: skip
+def test_tiled_map_equals_one_pass(
+    r18: torch.nn.Module, layer: str, shape: tuple[int, int], tile: int
+) -> None:
+    trunk = truncated_backbone(r18, layer)
+    geo = geometry(trunk, layer_info("resnet18")[layer].stride, 32)
+    photo = _photo(*shape)
+    one = feature_map(trunk, photo, geo, tile=None)
+    tiled = feature_map(trunk, photo, geo, tile=tile)
+    assert tiled.shape == one.shape
+    torch.testing.assert_close(tiled, one, rtol=1e-4, atol=1e-4)
+
+
+def test_too_small_halo_breaks_equality(r18: torch.nn.Module) -> None:
+    """The equality above is not trivial: without the halo the tiles differ."""
+    from dataclasses import replace
+
+    trunk = truncated_backbone(r18, "layer2")
+    geo = replace(geometry(trunk, 8, 32), halo=0)
+    photo = _photo(150, 131)
+    diff = (feature_map(trunk, photo, geo, tile=32) - feature_map(trunk, photo, geo)).abs()
+    assert float(diff.max()) > 1e-2
+
+
+def test_tiled_window_features_equal_one_pass(r18: torch.nn.Module) -> None:
+    trunk = truncated_backbone(r18, "layer2")
+    geo = geometry(trunk, 8, 32)
+    photo = _photo(140, 170, seed=3)
+    rng = np.random.default_rng(0)
+    ys, xs = rng.integers(0, 140 - 32, 40), rng.integers(0, 170 - 32, 40)
+    one = window_features(trunk, photo, geo, ys, xs, tile=None)
+    tiled = window_features(trunk, photo, geo, ys, xs, tile=40)
+    assert one.shape == (40, 128)
+    np.testing.assert_allclose(tiled, one, rtol=1e-4, atol=1e-4)
+
+
+def test_window_feature_is_mean_of_its_cells(r18: torch.nn.Module) -> None:
+    trunk = truncated_backbone(r18, "layer2")
+    geo = geometry(trunk, 8, 32)  # k = 4 cells
+    photo = _photo(96, 96, seed=5)
+    fmap = feature_map(trunk, photo, geo)
+    f = window_features(trunk, photo, geo, np.array([21]), np.array([3]), tile=None)
+    # round(21 / 8) = 3, round(3 / 8) = 0
+    expected = fmap[:, 3:7, 0:4].mean(dim=(1, 2)).numpy()
+    np.testing.assert_allclose(f[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_truncated_backbone_keeps_backbone_keys(r18: torch.nn.Module) -> None:
+    keys = set(truncated_backbone(r18, "layer1").state_dict())
+    assert "conv1.weight" in keys and "layer1.0.conv1.weight" in keys
+    assert not any(k.startswith("layer2") for k in keys)
+    assert keys <= set(r18.state_dict())

@@ -1,0 +1,57 @@
+"""The scan stage: every photo scanned by a bundle that never saw its patient."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from skintl.config import ConfigError, parse_config
+from skintl.scan.bundle import load_bundle
+from studyhelpers import tiny_config
+
+
+def _cfg(root: Path, **scan: object) -> dict:
+    cfg = tiny_config(
+        root,
+        features={
+            "encoders": [{"name": "d", "arch": "resnet18", "weights": "random", "mode": "dense"}],
+            "layers": ["layer2"],
+        },
+        evaluation={"classifiers": ["logreg"]},
+    )
+    cfg["scan"] = {"encoder": "d", "layer": "layer2", "modes": ["dense"], "stride": 16,
+                   "n_boot": 50, **scan}  # fmt: skip
+    return cfg
+
+
+def test_scan_stage_is_honest(synthetic_root: Path, tmp_path: Path) -> None:
+    from skintl.study import run_study
+
+    cfg = parse_config(_cfg(synthetic_root))
+    run_study(cfg, tmp_path / "run", report=False)
+    out = tmp_path / "run" / "scan"
+    photos = pd.read_csv(out / "photos.csv")
+    manifest = pd.read_parquet(tmp_path / "run" / "manifest.parquet")
+    assert sorted(photos["photo"]) == sorted(manifest["image_path"])  # each photo once
+    assert (photos["leak_warning"].fillna("") == "").all()
+    for _, row in photos.iterrows():
+        b = load_bundle(out / "bundles" / "d" / f"fold{row['fold']}.pt")
+        assert str(row["patient_id"]) not in b.meta["training_patients"]
+        assert len(b.meta["training_patients"]) == 3
+    full = load_bundle(out / "bundle.pt")
+    assert len(full.meta["training_patients"]) == 4 and full.mode == "dense"
+    summary = pd.read_csv(out / "summary.csv")
+    dice = summary[(summary["metric"] == "dice") & (summary["target_class"] == "AK")].iloc[0]
+    assert dice["ci_low"] <= dice["mean"] <= dice["ci_high"]
+    assert (out / "dense" / "index.html").is_file()
+    from skintl.report.html import write_report
+
+    html = write_report(tmp_path / "run", n_boot=20).read_text()
+    assert 'id="whole-photo"' in html and "../scan/dense/index.html" in html
+
+
+def test_scan_config_names_known_features(synthetic_root: Path) -> None:
+    with pytest.raises(ConfigError, match=r"scan: encoder 'nope' / layer 'layer2' has no features"):
+        parse_config(_cfg(synthetic_root, encoder="nope"))
