@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from skintl.evaluation.classifiers import StudyMLP
-from skintl.evaluation.torch_mlp import MLPSettings, TorchStudyMLP, fit_folds, hidden_units
+from skintl.evaluation.classifiers import StudyMLP, hidden_units
+from skintl.evaluation.torch_mlp import MLPSettings, TorchStudyMLP, fit_folds
 
 
 def _blobs(

@@ -25,6 +25,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor
 
+from skintl.evaluation.classifiers import hidden_units
 from skintl.evaluation.splits import validation_split
 
 MIN_IMPROVEMENT = 1e-4
@@ -60,11 +61,6 @@ class FoldModel:
         x = (x - self.mean) / self.scale
         logits = torch.relu(x @ w1 + b1) @ w2 + b2
         return torch.softmax(logits, dim=1).cpu().numpy().astype(np.float64)
-
-
-def hidden_units(d: int) -> int:
-    """The study's hidden-layer size for ``d`` input features: round(sqrt(3 d))."""
-    return round(math.sqrt(3 * d))
 
 
 def _glorot(rows: int, fan_in: int, fan_out: int, gens: list[torch.Generator]) -> Tensor:
