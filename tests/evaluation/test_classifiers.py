@@ -52,3 +52,14 @@ def test_registered_classifiers_get_groups_and_clone() -> None:
     valid = "valid names: knn, logreg, mlp, svm_linear, svm_rbf, thesis_mlp"
     with pytest.raises(KeyError, match=valid):
         CLASSIFIERS.get("svm-typo")
+
+
+def test_mlp_best_epoch_is_the_epoch_whose_weights_are_kept() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 8))
+    y = np.array(["AK", "SK", "healthy"])[rng.integers(0, 3, 300)]  # no signal: loss turns up
+    groups = np.array([f"P{i % 6}" for i in range(300)])
+    m = StudyMLP(max_epochs=300, patience=3, batch_size=32).fit(X, y, groups=groups)
+    curve, best = m.validation_loss_curve_, m.best_epoch_
+    assert len(curve) - best == 3  # stopped `patience` epochs after the kept epoch
+    assert min(curve[best:]) >= curve[best - 1] - 1e-4

@@ -86,13 +86,13 @@ class StudyMLP(ClassifierMixin, BaseEstimator):
             batch_size=min(self.batch_size, len(fit_idx)),
             random_state=self.random_state,
         )
-        best, best_state, wait, curve = math.inf, None, 0, []
+        best, best_state, wait, curve, best_epoch = math.inf, None, 0, [], 0
         for _ in range(self.max_epochs):
             mlp.partial_fit(X[fit_idx], y[fit_idx], classes=self.classes_)
             loss = log_loss(y[val_idx], mlp.predict_proba(X[val_idx]), labels=self.classes_)
             curve.append(loss)
             if loss < best - 1e-4:
-                best, wait = loss, 0
+                best, wait, best_epoch = loss, 0, len(curve)
                 best_state = (copy.deepcopy(mlp.coefs_), copy.deepcopy(mlp.intercepts_))
             else:
                 wait += 1
@@ -102,7 +102,7 @@ class StudyMLP(ClassifierMixin, BaseEstimator):
         mlp.coefs_, mlp.intercepts_ = best_state
         self.mlp_ = mlp
         self.validation_loss_curve_ = curve
-        self.best_epoch_ = int(np.argmin(curve)) + 1
+        self.best_epoch_ = best_epoch  # the epoch whose weights are kept
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
