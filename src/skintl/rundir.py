@@ -60,7 +60,7 @@ def invalidate(meta_path: Path) -> None:
     meta_path.unlink(missing_ok=True)
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     """The SHA-256 of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -86,7 +86,7 @@ def content_hashes(paths: list[str], cache_path: Path) -> list[str]:
         key = [st.st_size, st.st_mtime_ns]
         hit = cache.get(p)
         if hit is None or hit[:2] != key:
-            hit = [*key, sha256_of(Path(p))]
+            hit = [*key, sha256_file(Path(p))]
             cache[p] = hit
             changed = True
         out.append(str(hit[2]))

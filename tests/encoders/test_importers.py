@@ -18,7 +18,6 @@ from skintl.encoders.backbones import (
     WeightsError,
     load_backbone,
     read_encoder_file,
-    sha256_file,
 )
 from skintl.encoders.importers import (
     IMPORTERS,
@@ -27,6 +26,7 @@ from skintl.encoders.importers import (
     import_checkpoint,
     infer_arch,
 )
+from skintl.rundir import sha256_file
 
 BATCH = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))  # (B, C, H, W)
 

@@ -7,7 +7,6 @@ timm's feature-info idea: each tap has a channel count and a stride.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import urllib.error
 from dataclasses import dataclass
@@ -89,14 +88,6 @@ def build_backbone(arch: str) -> models.ResNet:
 
 class WeightsError(RuntimeError):
     """A weights file or name that cannot be used, with a message that says how to fix it."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:

@@ -37,9 +37,9 @@ from skintl.encoders.backbones import (
     build_backbone,
     check_backbone_keys,
     save_encoder_file,
-    sha256_file,
 )
 from skintl.registry import Registry
+from skintl.rundir import sha256_file
 
 log = logging.getLogger(__name__)
 

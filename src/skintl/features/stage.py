@@ -17,7 +17,7 @@ import torch
 
 from skintl.config import ConfigError, StudyConfig
 from skintl.data.stage import load_patches
-from skintl.encoders.backbones import layer_info, load_backbone, sha256_file
+from skintl.encoders.backbones import layer_info, load_backbone
 from skintl.features.dense import DENSE_RULE, dense_patch_features
 from skintl.features.extract import extract_features
 from skintl.features.handcrafted import HANDCRAFTED_LAYER, handcrafted_features
@@ -29,6 +29,7 @@ from skintl.rundir import (
     fingerprint_matches,
     invalidate,
     patches_fingerprint,
+    sha256_file,
 )
 
 log = logging.getLogger(__name__)

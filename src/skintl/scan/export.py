@@ -11,15 +11,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from skintl.rundir import sha256_file
 from skintl.scan.bundle import BundleError, fit_head, save_bundle
 
 log = logging.getLogger(__name__)
-
-
-def file_sha256(path: Path) -> str:
-    from skintl.encoders.backbones import sha256_file
-
-    return sha256_file(path)
 
 
 def photo_short_side(path: Path) -> int:
@@ -44,7 +39,7 @@ def _features_record(run_dir: Path, encoder: str, layer: str) -> dict[str, Any]:
 def training_photos(manifest: pd.DataFrame) -> list[dict[str, Any]]:
     """Name, sha256 and patient of every photo a bundle was trained on (for the leak warning)."""
     return [
-        {"name": Path(p).name, "sha256": file_sha256(Path(p)), "patient_id": str(pid)}
+        {"name": Path(p).name, "sha256": sha256_file(Path(p)), "patient_id": str(pid)}
         for p, pid in zip(manifest["image_path"], manifest["patient_id"], strict=True)
     ]
 

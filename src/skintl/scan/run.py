@@ -64,7 +64,7 @@ def working_scale(bundle: Bundle, shape: tuple[int, ...], opts: ScanOptions) -> 
 
 def leak_warning(bundle: Bundle, path: Path, patient: str | None) -> str | None:
     """Why ``path`` may belong to the bundle's training set, or None."""
-    from skintl.scan.export import file_sha256
+    from skintl.rundir import sha256_file
 
     if patient is not None and str(patient) in set(bundle.meta.get("training_patients", [])):
         return f"patient {patient} is in the bundle's training set"
@@ -72,7 +72,7 @@ def leak_warning(bundle: Bundle, path: Path, patient: str | None) -> str | None:
     by_name = {p["name"]: p for p in photos}
     if path.name in by_name:
         return f"a training photo has the same name (patient {by_name[path.name]['patient_id']})"
-    sha = file_sha256(path)
+    sha = sha256_file(path)
     hit = next((p for p in photos if p["sha256"] == sha), None)
     if hit is not None:
         return f"it is a training photo (patient {hit['patient_id']})"
