@@ -112,16 +112,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     if args.exclude_patients_of:
-        import pandas as pd
+        from skintl.pretrain.stage import study_patients, without_patients
 
-        manifest = Path(args.exclude_patients_of) / "manifest.parquet"
-        if not manifest.is_file():
-            raise ConfigError(f"--exclude-patients-of: {manifest} not found (run `skintl data`)")
-        study = set(pd.read_parquet(manifest, columns=["patient_id"])["patient_id"].astype(str))
-        data = cfg.data.model_copy(
-            update={"exclude_patients": sorted({*cfg.data.exclude_patients, *study})}
-        )
-        cfg = cfg.model_copy(update={"data": data})
+        cfg = without_patients(cfg, study_patients(Path(args.exclude_patients_of)))
     images, labels, groups, names = load_source(
         cfg, args.out_dir, args.input, args.image_size, args.positives
     )

@@ -71,11 +71,20 @@ def source_config(run: PretrainRunConfig, cfg: StudyConfig, run_dir: Path) -> St
     source = load_config(run.source)
     if run.allow_shared_patients or not same_dataset(source.data, cfg.data):
         return source
-    study = sorted(set(load_manifest(run_dir)["patient_id"].astype(str)))
-    data = source.data.model_copy(
-        update={"exclude_patients": sorted({*source.data.exclude_patients, *study})}
+    return without_patients(source, study_patients(run_dir))
+
+
+def study_patients(run_dir: Path) -> set[str]:
+    """The patient ids of a study run directory (from its manifest)."""
+    return set(load_manifest(run_dir)["patient_id"].astype(str))
+
+
+def without_patients(cfg: StudyConfig, patients: set[str]) -> StudyConfig:
+    """``cfg`` whose data stage also leaves out ``patients`` (``data.exclude_patients``)."""
+    excluded = sorted({*cfg.data.exclude_patients, *patients})
+    return cfg.model_copy(
+        update={"data": cfg.data.model_copy(update={"exclude_patients": excluded})}
     )
-    return source.model_copy(update={"data": data})
 
 
 def _source_fingerprint(out_dir: Path) -> str | None:
@@ -87,8 +96,7 @@ def _source_fingerprint(out_dir: Path) -> str | None:
 
 def _overlap(cfg: StudyConfig, run_dir: Path, out_dir: Path) -> dict[str, Any]:
     """How many of the study's patients the source set holds (0 unless sharing was allowed)."""
-    study = set(load_manifest(run_dir)["patient_id"].astype(str))
-    source = set(load_manifest(out_dir / "source")["patient_id"].astype(str))
+    study, source = study_patients(run_dir), study_patients(out_dir / "source")
     return {"study_patients": len(study), "source_patients": len(source),
             "shared_patients": len(study & source)}  # fmt: skip
 
