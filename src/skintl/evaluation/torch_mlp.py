@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor
@@ -297,7 +297,7 @@ class TorchStudyMLP(ClassifierMixin, BaseEstimator):
         device = self._device()
         # on the CPU, the folds are shared among n_jobs processes of one thread each: threads
         # of one process spin-wait badly when the cores are shared, processes do not
-        n_workers = 1 if device != "cpu" else min(n_folds, _cpu_workers(self.n_jobs))
+        n_workers = 1 if device != "cpu" else min(n_folds, effective_n_jobs(self.n_jobs))
         chunks = [c.tolist() for c in np.array_split(np.arange(n_folds), n_workers)]
         jobs = (
             delayed(_fit_and_predict)(
@@ -307,12 +307,6 @@ class TorchStudyMLP(ClassifierMixin, BaseEstimator):
         )
         probas = [p for part in Parallel(n_jobs=n_workers)(jobs) for p in part]
         return classes, probas
-
-
-def _cpu_workers(n_jobs: int) -> int:
-    from joblib import cpu_count
-
-    return cpu_count() if n_jobs < 0 else max(1, n_jobs)
 
 
 def _fit_and_predict(
