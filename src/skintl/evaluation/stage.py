@@ -12,7 +12,8 @@ import logging
 import shutil
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,23 +65,33 @@ def _fit_fold(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Test indices, class probabilities (n_test, K) and warning counts by category of fold k."""
     tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-    counts_file = cache.with_suffix(".warnings.json") if cache is not None else None
-    if cache is not None and counts_file is not None and cache.is_file():
-        # finished before an interruption
-        return te, np.load(cache), json.loads(counts_file.read_text())
+    if cache is not None and cache.is_file():  # finished before an interruption
+        return te, np.load(cache), json.loads(cache.with_suffix(".warnings.json").read_text())
     # one BLAS thread per fold: folds run in parallel, and oversubscribed BLAS threads are
     # several times slower on small matrices than one thread
-    with warnings.catch_warnings(record=True) as caught, threadpool_limits(limits=1):
-        warnings.simplefilter("always")  # recorded and counted, not printed per fold
+    with counted_warnings() as counts, threadpool_limits(limits=1):
         model = fit_grouped(clone(est), X[tr], y[tr], groups[tr])
-        proba = model.predict_proba(X[te])
-    counts = dict(Counter(w.category.__name__ for w in caught))
-    order = [list(model.classes_).index(c) for c in classes]
-    proba = np.ascontiguousarray(proba[:, order])
-    if cache is not None and counts_file is not None:
-        write_json(counts, counts_file)
+        proba = in_class_order(model.predict_proba(X[te]), model.classes_, classes)
+    if cache is not None:
+        write_json(counts, cache.with_suffix(".warnings.json"))
         write_npy(proba, cache)  # last: marks the fold finished
     return te, proba, counts
+
+
+@contextmanager
+def counted_warnings() -> Iterator[dict[str, int]]:
+    """Record the block's warnings (not printed) and count them by category in the dict."""
+    counts: dict[str, int] = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield counts
+    counts.update(Counter(w.category.__name__ for w in caught))
+
+
+def in_class_order(proba: np.ndarray, labels: Any, classes: list[str]) -> np.ndarray:
+    """(N, K) probabilities with columns reordered from ``labels`` to ``classes``."""
+    order = [list(labels).index(c) for c in classes]
+    return np.ascontiguousarray(proba[:, order])
 
 
 def run_cell(
@@ -142,13 +153,10 @@ def _all_folds_at_once(
     classes: list[str],
 ) -> list[FoldOutput]:  # fmt: skip
     """Every fold trained in one call of the estimator's ``cross_val_proba``."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with counted_warnings() as counts:  # not attributable to a fold: counted on fold 0
         labels, probas = clone(est).cross_val_proba(X, y, groups, fold)
-    counts = dict(Counter(w.category.__name__ for w in caught))  # counted once, on fold 0
-    order = [list(labels).index(c) for c in classes]
     return [
-        (np.flatnonzero(fold == k), np.ascontiguousarray(p[:, order]), counts if k == 0 else {})
+        (np.flatnonzero(fold == k), in_class_order(p, labels, classes), counts if k == 0 else {})
         for k, p in enumerate(probas)
     ]
 
