@@ -49,15 +49,15 @@ def data_settings(cfg: StudyConfig, run_dir: Path) -> dict[str, Any]:
 
 def _hash_files(manifest: pd.DataFrame, run_dir: Path) -> pd.DataFrame:
     """Content hashes of every photo and annotation file (class-name annotations hash to "")."""
-    cache = run_dir / "file-hashes.json"
     files = manifest["annotation"].map(lambda a: os.path.isabs(a) and os.path.isfile(a))
-    annotations = manifest["annotation"][files].tolist()
-    ann_hashes = np.full(len(manifest), "", dtype=object)
-    ann_hashes[files.to_numpy()] = content_hashes(annotations, cache)
-    return manifest.assign(
-        image_sha256=content_hashes(manifest["image_path"].tolist(), cache),
-        annotation_sha256=ann_hashes,
+    images = manifest["image_path"].tolist()
+    # one pass over the hash cache for photos and annotations alike
+    hashes = content_hashes(
+        images + manifest["annotation"][files].tolist(), run_dir / "file-hashes.json"
     )
+    ann_hashes = np.full(len(manifest), "", dtype=object)
+    ann_hashes[files.to_numpy()] = hashes[len(images) :]
+    return manifest.assign(image_sha256=hashes[: len(images)], annotation_sha256=ann_hashes)
 
 
 def run_data(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
