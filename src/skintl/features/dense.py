@@ -14,6 +14,7 @@ float tolerance, and memory stays bounded by the tile size.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx.experimental.optimization import fuse
 from torchvision.models import ResNet
 
 from skintl.encoders.backbones import LAYERS
@@ -40,6 +42,15 @@ def truncated_backbone(net: ResNet, layer: str) -> nn.Sequential:
     for name in LAYERS[1 : LAYERS.index(layer) + 1]:
         parts[name] = getattr(net, name)
     return nn.Sequential(OrderedDict(parts)).eval()
+
+
+def inference_trunk(trunk: nn.Sequential, device: str | torch.device = "cpu") -> nn.Module:
+    """A copy of ``trunk`` for inference on ``device``: every batch norm folded into the
+    convolution before it (torch.fx's ``fuse``; the same function to float tolerance, without a
+    memory pass over each layer's activations, which costs most on whole photos) and weights in
+    channels-last memory, the layout of :func:`~skintl.features.extract.to_input`."""
+    fused = fuse(copy.deepcopy(trunk).eval())
+    return fused.to(device).to(memory_format=torch.channels_last)
 
 
 def receptive_field(trunk: nn.Sequential) -> int:
@@ -88,7 +99,7 @@ def geometry(trunk: nn.Sequential, stride: int, size: int) -> DenseGeometry:
     return DenseGeometry(stride, size, math.ceil(radius / stride) * stride)
 
 
-def _forward(trunk: nn.Sequential, photo: np.ndarray, device: torch.device) -> torch.Tensor:
+def _forward(trunk: nn.Module, photo: np.ndarray, device: torch.device) -> torch.Tensor:
     """(H, W, 3) uint8 -> (C, H', W') float32 feature map on the CPU."""
     x = torch.from_numpy(np.array(photo, dtype=np.uint8)).to(device)[None]  # writable copy
     return trunk(to_input(x))[0].float().cpu()
@@ -96,7 +107,7 @@ def _forward(trunk: nn.Sequential, photo: np.ndarray, device: torch.device) -> t
 
 @torch.inference_mode()
 def feature_map(
-    trunk: nn.Sequential,
+    trunk: nn.Module,
     photo: np.ndarray,
     geo: DenseGeometry,
     tile: int | None = None,
@@ -123,7 +134,7 @@ def feature_map(
 
 
 def _tiles(
-    trunk: nn.Sequential,
+    trunk: nn.Module,
     photo: np.ndarray,
     geo: DenseGeometry,
     tile: int,
@@ -148,13 +159,19 @@ def _tiles(
             yield cy, cx, fmap[:, oy : oy + ny, ox : ox + nx]
 
 
+def _box_sum(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Sums of every k x k box of (B, C, H, W), one axis at a time (2k adds a cell, not k^2)."""
+    x = F.avg_pool2d(x, (k, 1), stride=1, divisor_override=1)
+    return F.avg_pool2d(x, (1, k), stride=1, divisor_override=1)
+
+
 def _pool_at(fmap: torch.Tensor, k: int, cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
     """Mean of ``fmap`` (C, h, w) over the k x k cells at (cy, cx), clipped to the map."""
     h, w = fmap.shape[1:]
     pad = (0, k, 0, k)  # windows at the bottom/right edge: mean over the cells that exist
     ones = torch.ones((1, 1, h, w))
-    sums = F.avg_pool2d(F.pad(fmap[None], pad), k, stride=1, divisor_override=1)[0]
-    counts = F.avg_pool2d(F.pad(ones, pad), k, stride=1, divisor_override=1)[0, 0]
+    sums = _box_sum(F.pad(fmap[None], pad), k)[0]
+    counts = _box_sum(F.pad(ones, pad), k)[0, 0]
     cy, cx = np.clip(cy, 0, h - 1), np.clip(cx, 0, w - 1)
     ty, tx = torch.from_numpy(cy), torch.from_numpy(cx)
     return (sums[:, ty, tx] / counts[ty, tx]).T.contiguous().numpy()  # (N, C)
@@ -162,7 +179,7 @@ def _pool_at(fmap: torch.Tensor, k: int, cy: np.ndarray, cx: np.ndarray) -> np.n
 
 @torch.inference_mode()
 def iter_window_features(
-    trunk: nn.Sequential,
+    trunk: nn.Module,
     photo: np.ndarray,
     geo: DenseGeometry,
     ys: np.ndarray,
@@ -191,7 +208,7 @@ def iter_window_features(
 
 
 def window_features(
-    trunk: nn.Sequential,
+    trunk: nn.Module,
     photo: np.ndarray,
     geo: DenseGeometry,
     ys: np.ndarray,
@@ -244,8 +261,9 @@ def dense_patch_features(
     from skintl.features.extract import exact_fp32, resolve_device
 
     dev = resolve_device(device)
-    trunks = {layer: truncated_backbone(net, layer).to(dev) for layer in layers}
-    geos = {layer: geometry(trunks[layer], arch_strides[layer], size) for layer in layers}
+    cut = {layer: truncated_backbone(net, layer) for layer in layers}
+    geos = {layer: geometry(cut[layer], arch_strides[layer], size) for layer in layers}
+    trunks = {layer: inference_trunk(cut[layer], dev) for layer in layers}
     out: dict[str, np.ndarray] = {}
     with exact_fp32(dev):
         for i in tqdm(np.unique(image_idx), desc="dense features", unit="photo",
@@ -259,5 +277,4 @@ def dense_patch_features(
                 if layer not in out:
                     out[layer] = np.zeros((len(image_idx), f.shape[1]), np.float32)
                 out[layer][rows] = f
-    net.to("cpu")
     return out

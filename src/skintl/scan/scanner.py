@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from skintl.features.dense import geometry, iter_window_features
+from skintl.features.dense import geometry, inference_trunk, iter_window_features
 from skintl.features.extract import exact_fp32, to_input
 from skintl.scan.bundle import Bundle
 from skintl.scan.windows import MODES, Windows
@@ -28,7 +28,7 @@ def _exact_features(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     view = np.lib.stride_tricks.sliding_window_view(padded, (bundle.size, bundle.size), (0, 1))
     size = bundle.meta.get("input_size")
-    trunk = bundle.trunk.to(device)
+    trunk = inference_trunk(bundle.trunk, device)
     for s in range(0, len(win), batch):
         idx = np.arange(s, min(s + batch, len(win)))
         # sliding_window_view puts the window axes last: (N, 3, P, P) -> (N, P, P, 3)
@@ -68,13 +68,11 @@ def window_probabilities(
         return out
     if mode == "dense":
         geo = geometry(bundle.trunk, bundle.stride, bundle.size)
-        chunks = iter_window_features(bundle.trunk.to(dev), padded, geo, win.ys, win.xs, tile, dev)
+        trunk = inference_trunk(bundle.trunk, dev)
+        chunks = iter_window_features(trunk, padded, geo, win.ys, win.xs, tile, dev)
     else:
         chunks = _exact_features(bundle, padded, win, batch, dev)
-    try:
-        with exact_fp32(dev):
-            for idx, feats in chunks:
-                out[idx] = bundle.head.predict_proba(feats)
-    finally:
-        bundle.trunk.to("cpu")
+    with exact_fp32(dev):
+        for idx, feats in chunks:
+            out[idx] = bundle.head.predict_proba(feats)
     return out
