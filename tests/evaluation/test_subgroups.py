@@ -151,10 +151,21 @@ def test_default_bins_are_terciles_of_patient_medians() -> None:
     # P0 has many photos at 10: per patient it counts once
     patient = pd.Series(["P0"] * 20 + [f"P{i}" for i in range(1, 11)])
     age = pd.Series([10.0] * 20 + [20, 30, 40, 50, 60, 70, 80, 90, 100, 0]).astype(str)
+    age[1] = "5"  # P0's median stays 10; the outer edges take every row's value
     g = subgroup_labels(age.where(patient != "P10", ""), patient)
-    assert g.order == ["[10, 40)", "[40, 70)", "[70, 100]", MISSING]
-    assert "terciles" in g.description and "[10, 40), [40, 70), [70, 100]" in g.description
-    assert g.labels.iloc[0] == "[10, 40)" and g.labels.iloc[-1] == MISSING
+    assert g.order == ["[5, 40)", "[40, 70)", "[70, 100]", MISSING]
+    assert "terciles" in g.description and "[5, 40), [40, 70), [70, 100]" in g.description
+    assert g.labels[:3].tolist() == ["[5, 40)"] * 3 and g.labels.iloc[-1] == MISSING
+
+
+def test_default_inner_edges_are_rounded_as_stated() -> None:
+    patient = pd.Series(["a", "b", "c", "d"])
+    g = subgroup_labels(pd.Series([0.0, 0.1, 0.2, 0.3]), patient)  # few levels: categories
+    assert g.description == "values as they are"
+    values = pd.Series(np.linspace(0, 1, 10))
+    g = subgroup_labels(values, pd.Series(np.arange(10).astype(str)))
+    assert g.order == ["[0, 0.333)", "[0.333, 0.667)", "[0.667, 1]"]
+    assert g.labels.tolist() == ["[0, 0.333)"] * 3 + ["[0.333, 0.667)"] * 4 + ["[0.667, 1]"] * 3
 
 
 def test_configured_bins_and_categories() -> None:

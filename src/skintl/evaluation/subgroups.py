@@ -73,13 +73,16 @@ def as_numbers(values: pd.Series) -> pd.Series | None:
 def default_edges(
     numbers: pd.Series, patient_id: pd.Series, n_bins: int = DEFAULT_BINS
 ) -> list[float]:
-    """Quantile edges (terciles by default) of the patients' median values.
+    """Bin edges at the quantiles (terciles by default) of the patients' median values.
 
-    Per patient, so that a patient with many photos counts once; duplicate edges are merged.
+    Per patient, so that a patient with many photos counts once. The inner edges are rounded to
+    3 significant digits (the edges stated are the edges used); the outer ones are the smallest
+    and largest value of any row, so every value falls in a bin. Equal edges are merged.
     """
     medians = numbers.groupby(patient_id.to_numpy()).median().dropna()
-    quantiles = np.quantile(medians.to_numpy(), np.linspace(0, 1, n_bins + 1))
-    return [float(q) for q in np.unique(quantiles)]
+    inner = np.quantile(medians.to_numpy(), np.linspace(0, 1, n_bins + 1)[1:-1])
+    edges = [numbers.min(), *(float(f"{q:.3g}") for q in inner), numbers.max()]
+    return [float(e) for e in np.unique(edges)]
 
 
 def bin_names(edges: list[float]) -> list[str]:
@@ -224,10 +227,10 @@ def group_scores(
         resamples = group_resamples(pred["patient_id"].to_numpy(), n_boot, seed)
         boot = np.array([[s(w) for s in scorers.values()] for w in resamples])
         low, high = _percentiles(boot, alpha)
-        partial = np.isnan(boot).mean(axis=0)
-        for m, v, f in zip(metrics, point, partial, strict=True):
-            if not math.isnan(v) and f > 0:
-                notes.append(f"{m}: CI over the {100 * (1 - f):.0f}% of resamples where defined")
+        defined = (~np.isnan(boot)).sum(axis=0)
+        for m, v, d in zip(metrics, point, defined, strict=True):
+            if not math.isnan(v) and d < n_boot:
+                notes.append(f"{m}: CI over the {d} of {n_boot} resamples where defined")
     else:
         low = high = np.full(len(point), math.nan)
         notes.append("one patient: no CI")
