@@ -118,3 +118,18 @@ def test_study_report_shows_the_subgroups(synthetic_root: Path, tmp_path: Path) 
     ink = scores[scores["column"] == "has_ink"]
     assert sorted(ink["group"]) == ["False", "True"] and ink["n_patients"].tolist() == [2, 2]
     assert f'href="{SCORES_CSV}"' in html
+
+
+@pytest.mark.parametrize(
+    ("report", "message"),
+    [
+        ({"subgroup_bins": {"age": [50, 10]}}, r"report.subgroup_bins.*age: bin edges must be"),
+        ({"subgroup": ["ink"]}, r"report.subgroup: unknown key"),
+        ({"subgroup_permutations": 0}, r"report.subgroup_permutations"),
+    ],
+)
+def test_report_settings_are_checked(synthetic_root: Path, report: dict, message: str) -> None:
+    from skintl.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=message):
+        parse_config(tiny_config(synthetic_root, report=report))
