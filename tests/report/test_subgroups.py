@@ -133,3 +133,25 @@ def test_report_settings_are_checked(synthetic_root: Path, report: dict, message
 
     with pytest.raises(ConfigError, match=message):
         parse_config(tiny_config(synthetic_root, report=report))
+
+
+def test_an_extra_metadata_file_edited_after_the_manifest_is_named(
+    fake_run: Path, tmp_path: Path
+) -> None:
+    from skintl.io import write_json
+    from skintl.rundir import sha256_file
+
+    extra = tmp_path / "ink.csv"
+    extra.write_text("image,ink\nP1.png,1\n")
+    write_json(
+        {"fingerprint": "x", "extra_metadata": sha256_file(extra)}, fake_run / "manifest.json"
+    )
+    cfg = _with_subgroups(fake_run, {"subgroups": ["ink"]})
+    cfg["data"]["extra_metadata"] = str(extra)
+    main_table = build_stats_tables(fake_run, n_boot=10).main
+    assert subgroup_tables(fake_run, cfg, main_table, CLASSES, PARAMS)[2] == []  # type: ignore[index]
+    extra.write_text("image,ink\nP1.png,0\n")
+    notes = subgroup_tables(fake_run, cfg, main_table, CLASSES, PARAMS)[2]  # type: ignore[index]
+    assert notes == [
+        f"{extra} changed after the manifest was built: rerun `skintl data` (or `study`)"
+    ]
