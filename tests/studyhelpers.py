@@ -39,7 +39,7 @@ def tiny_config(root: Path, **overrides: Any) -> dict[str, Any]:
         },
     }
     for key, value in overrides.items():
-        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
     return cfg
 
 

@@ -6,6 +6,7 @@ errors that name the key and the fix, raised before any long work starts.
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -80,6 +81,10 @@ class DataConfig(_Strict):
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)  # type: ignore[arg-type]
     #: patients left out of the manifest (a pre-training source drops the study's patients here)
     exclude_patients: list[str] = Field(default_factory=list)
+    #: a CSV of your own photo-level columns (e.g. ink marks), relative to this config's folder;
+    #: its ``image_column`` holds each photo's path relative to ``root`` (as in the metadata),
+    #: the key it is joined on; every photo needs exactly one row
+    extra_metadata: Path | None = None
 
     @field_validator("class_aliases", mode="before")
     @classmethod
@@ -289,6 +294,26 @@ class ScanConfig(_Strict):
     n_boot: int = Field(1000, ge=10)
 
 
+class ReportConfig(_Strict):
+    """The report stage's options."""
+
+    #: photo-level manifest columns to break the results down by, e.g. [has_ink, fitspatrick]
+    subgroups: list[str] = Field(default_factory=list)
+    #: bin edges of numeric columns, e.g. {age: [0, 50, 65, 120]}; a numeric column with more
+    #: than 8 values and no edges here is cut at the terciles of its patient-level medians
+    subgroup_bins: dict[str, list[float]] = Field(default_factory=dict)
+    #: patient-level label permutations of each subgroup test
+    subgroup_permutations: int = Field(1000, ge=1)
+
+    @field_validator("subgroup_bins")
+    @classmethod
+    def _increasing(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
+        for col, edges in value.items():
+            if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)):
+                raise ValueError(f"{col}: bin edges must be 2 or more increasing numbers: {edges}")
+        return value
+
+
 class StudyConfig(_Strict):
     name: str = "study"
     seed: int = 0
@@ -299,6 +324,7 @@ class StudyConfig(_Strict):
     features: FeatureConfig
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     scan: ScanConfig | None = None
+    report: ReportConfig = Field(default_factory=ReportConfig)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _known_classes(self) -> StudyConfig:
@@ -387,6 +413,12 @@ def _resolve_paths(cfg: StudyConfig, base: Path, source: str) -> StudyConfig:
         if not root.is_dir():
             raise ConfigError(f"{source}: data.root {root} is not a folder (fix the path)")
         data = data.model_copy(update={"root": root})
+    if data.extra_metadata is not None:
+        extra = data.extra_metadata
+        extra = extra if extra.is_absolute() else (base / extra).resolve()
+        if not extra.is_file():
+            raise ConfigError(f"{source}: data.extra_metadata {extra} not found (fix the path)")
+        data = data.model_copy(update={"extra_metadata": extra})
     runs = []
     for run in cfg.pretrain:
         src = run.source if run.source.is_absolute() else (base / run.source).resolve()

@@ -259,6 +259,22 @@ def _exclude_patients(manifest: pd.DataFrame, patients: list[str]) -> pd.DataFra
 
 
 def build_manifest(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
+    """Read the configured source into a validated manifest, with ``data.extra_metadata``."""
+    return add_extra_metadata(read_source(cfg, run_dir), cfg, run_dir)
+
+
+def add_extra_metadata(manifest: pd.DataFrame, cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
+    """The manifest with the columns of ``data.extra_metadata`` (unchanged without one)."""
+    data = effective_data_config(cfg, run_dir)
+    if data.extra_metadata is None:
+        return manifest
+    from skintl.data.extra_metadata import join_extra_metadata
+
+    assert data.root is not None
+    return join_extra_metadata(manifest, data.extra_metadata, data.image_column, data.root)
+
+
+def read_source(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
     """Read the configured source into a validated manifest (generating synthetic data first)."""
     data = effective_data_config(cfg, run_dir)
     if data.source == "patch_folders":

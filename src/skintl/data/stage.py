@@ -23,16 +23,23 @@ from skintl.data.patches import (
 )
 from skintl.data.sources import (
     DataError,
-    build_manifest,
+    add_extra_metadata,
     effective_data_config,
     lesion_label_map,
     read_mask,
     read_rgb,
+    read_source,
 )
 from skintl.io import write_json, write_npy, write_parquet, write_text
 from skintl.labels import HEALTHY
 from skintl.progress import progress
-from skintl.rundir import content_hashes, fingerprint, fingerprint_matches, invalidate
+from skintl.rundir import (
+    content_hashes,
+    fingerprint,
+    fingerprint_matches,
+    invalidate,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +50,19 @@ def data_settings(cfg: StudyConfig, run_dir: Path) -> dict[str, Any]:
     """Every setting that changes what the manifest and the patches' labels mean."""
     data = effective_data_config(cfg, run_dir)
     # defaults left out: a setting added later at a default that keeps the old behaviour does
-    # not invalidate finished work
-    return {"data": data.model_dump(mode="json", exclude_defaults=True), "classes": cfg.classes}
+    # not invalidate finished work; the extra metadata's content is recorded on its own
+    dump = data.model_dump(mode="json", exclude_defaults=True, exclude={"extra_metadata"})
+    return {"data": dump, "classes": cfg.classes}
+
+
+def extra_metadata_hash(cfg: StudyConfig) -> str | None:
+    """SHA-256 of the ``data.extra_metadata`` CSV (None without one).
+
+    Recorded in ``manifest.json`` apart from the fingerprint that the patches chain: an edited
+    CSV rebuilds the manifest (and the report's subgroup tables), never the patches or features.
+    """
+    path = cfg.data.extra_metadata
+    return None if path is None else sha256_file(path)
 
 
 def _hash_files(manifest: pd.DataFrame, run_dir: Path) -> pd.DataFrame:
@@ -67,11 +85,13 @@ def run_data(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
     fingerprint of the settings and rows, which the patches stage chains into its own.
     """
     invalidate(run_dir / "manifest.json")
-    manifest = _hash_files(build_manifest(cfg, run_dir), run_dir)
+    source = _hash_files(read_source(cfg, run_dir), run_dir)
+    manifest = add_extra_metadata(source, cfg, run_dir)
     write_parquet(manifest, run_dir / "manifest.parquet")
     settings = data_settings(cfg, run_dir)
-    fp = fingerprint({"settings": settings, "manifest": manifest.to_dict("split")})
-    write_json({"fingerprint": fp, "settings": fingerprint(settings)}, run_dir / "manifest.json")
+    fp = fingerprint({"settings": settings, "manifest": source.to_dict("split")})
+    meta = {"fingerprint": fp, "settings": fingerprint(settings)}
+    write_json(meta | {"extra_metadata": extra_metadata_hash(cfg)}, run_dir / "manifest.json")
     return manifest
 
 
@@ -90,6 +110,11 @@ def manifest_stale_reason(cfg: StudyConfig, run_dir: Path) -> str | None:
         return "no complete manifest yet"
     if meta.get("settings") != fingerprint(data_settings(cfg, run_dir)):
         return "the data section or the classes of the config changed"
+    try:
+        if meta.get("extra_metadata") != extra_metadata_hash(cfg):
+            return f"data.extra_metadata {cfg.data.extra_metadata} changed"
+    except OSError as e:
+        return f"data.extra_metadata cannot be read ({e})"
     manifest = load_manifest(run_dir)
     try:
         now = _hash_files(manifest[["image_path", "annotation"]], run_dir)

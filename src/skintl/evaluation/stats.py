@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -103,6 +103,24 @@ balanced_accuracy = BalancedAccuracy()
 macro_auc = MacroAUC()
 
 
+def group_resamples(groups: np.ndarray, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Row weights of ``n_boot`` bootstrap resamples of groups (patients), drawn with replacement.
+
+    Args:
+        groups: ``(N,)`` group (patient) of each row.
+
+    Yields:
+        ``(N,)`` float weights: each row's count is how often its group was drawn, so every row
+        of a patient drawn ``k`` times weighs ``k`` (as many draws as there are groups).
+    """
+    _, group = np.unique(groups, return_inverse=True)
+    n_groups = int(group.max()) + 1
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        draws = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
+        yield draws[group].astype(float)
+
+
 def bootstrap_ci(
     df: pd.DataFrame,
     metric_fn: Callable[[pd.DataFrame], float],
@@ -133,8 +151,7 @@ def bootstrap_ci(
     """
     if len(df) == 0:
         raise ValueError("bootstrap_ci needs a non-empty table")
-    _, group = np.unique(df[group_col].to_numpy(), return_inverse=True)
-    n_groups = int(group.max()) + 1
+    n_groups = df[group_col].nunique()
     if n_groups < 2:
         raise ValueError(f"bootstrap_ci needs at least 2 {group_col} values, got {n_groups}")
     if isinstance(metric_fn, WeightedMetric):
@@ -145,11 +162,8 @@ def bootstrap_ci(
         def score(w: np.ndarray) -> float:
             return metric_fn(df.iloc[np.repeat(rows, w.astype(np.int64))])
 
-    rng = np.random.default_rng(seed)
-    boot = np.empty(n_boot)
-    for b in range(n_boot):
-        draws = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
-        boot[b] = score(draws[group].astype(float))  # every row of a patient drawn k times
+    resamples = group_resamples(df[group_col].to_numpy(), n_boot, seed)
+    boot = np.array([score(w) for w in resamples])
     n_nan = int(np.isnan(boot).sum())
     if n_nan == n_boot:
         raise ValueError("the metric is undefined on every resample")

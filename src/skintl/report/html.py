@@ -27,6 +27,7 @@ from skintl.report.stage import (
     read_config,
 )
 from skintl.report.stats_tables import Cell, StatsTables, best_cells, slug
+from skintl.report.subgroups import subgroup_context, subgroup_tables
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,9 @@ def write_report(
     sets = feature_sets(run_dir, cfg)
     metas = {e: feature_meta(run_dir, e, sets[e][0]) if e in sets else None for e in encoders}
     others = tables.main[~tables.main["encoder"].isin(encoders)]
+    params = {"n_boot": n_boot, "alpha": alpha, "seed": seed}
+    sub = subgroup_tables(run_dir, cfg, tables.main, classes, params)
+    subgroups = None if sub is None else subgroup_context(*sub, classes)
     context = {
         "title": f"skintl report: {cfg.get('name', run_dir.name)}",
         "warnings": run_warnings(run_dir),
@@ -193,7 +197,8 @@ def write_report(
         "baselines": [f"{e}/{la}/{c}" for e, la, c in others.iloc[:, :3].itertuples(index=False)],
         "tables": table_context(tables),
         "figures": figs,
-        "csv_files": sorted(tables.csv_tables()),
+        "csv_files": sorted([*tables.csv_tables(), *(subgroups["csv"] if subgroups else [])]),
+        "subgroups": subgroups,
         "scan": _scan_context(run_dir),
     }
     path = run_dir / REPORT_DIR / "index.html"
