@@ -40,6 +40,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+#: bump when the rule's code changes what it finds, so that every manifest is recomputed
+INK_RULE_VERSION = 1
+
 
 @dataclass(frozen=True)
 class InkRule:
@@ -66,7 +69,7 @@ def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
 def _scaled(rule: InkRule, shape: tuple[int, ...]) -> tuple[int, float, float]:
     """Line width (odd, >= 3), minimum length and maximum width at this photo's scale."""
     s = min(shape[:2]) / rule.reference_side
-    width = max(3, int(round(rule.line_width * s)) | 1)
+    width = max(3, round(rule.line_width * s) | 1)
     return width, rule.min_length * s, rule.max_width * s
 
 
@@ -127,7 +130,8 @@ def line_components(
     if n == 0:
         return np.zeros(candidates.shape, bool)
     skeleton = skeletonize(joined)
-    neighbours = ndimage.convolve(skeleton.astype(np.uint8), eight.astype(np.uint8), mode="constant")
+    sk8 = skeleton.astype(np.uint8)
+    neighbours = ndimage.convolve(sk8, np.ones((3, 3), np.uint8), mode="constant")
     idx = np.arange(1, n + 1)
     length = ndimage.sum_labels(skeleton, labels, idx)
     area = ndimage.sum_labels(joined, labels, idx)
