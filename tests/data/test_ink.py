@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.draw import circle_perimeter, disk, line
 
-from skintl.data.ink import InkRule, ink_mask, line_components, violet_shift, rgb_to_lab
+from skintl.data.ink import InkRule, ink_mask, line_components, rgb_to_lab, violet_shift
 
 SKIN = (200, 150, 130)
 #: a faint violet pen line as PAT_1014_86_861 shows it
