@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from skimage.draw import circle_perimeter, disk, line
 
 from skintl.data.ink import InkRule, ink_mask, line_components, rgb_to_lab, violet_shift
@@ -24,8 +25,6 @@ def _thick(rr: np.ndarray, cc: np.ndarray, shape: tuple[int, int], width: int) -
     """A (H, W) bool stroke: the pixels ``(rr, cc)`` widened to ``width`` px."""
     m = np.zeros(shape, bool)
     m[np.clip(rr, 0, shape[0] - 1), np.clip(cc, 0, shape[1] - 1)] = True
-    from scipy import ndimage
-
     return ndimage.binary_dilation(m, iterations=(width - 1) // 2) if width > 1 else m
 
 
