@@ -56,18 +56,21 @@ class InkConfig(_Strict):
     min_darkening: float = Field(8.0, gt=0)
     #: how far (a*, b* units) its hue must turn from the photo's skin towards violet / blue
     min_violet: float = Field(5.0, gt=0)
-    #: fainter pixels (this fraction of both thresholds) count when they touch clear ones
-    grow: float = Field(0.85, gt=0, le=1.0)
     #: only lines narrower than this count as dark lines
     line_width: int = Field(9, ge=3)
     #: a kept line is at least this long (skeleton px) ...
     min_length: float = Field(30.0, gt=0)
     #: ... at most this wide on average ...
     max_width: float = Field(10.0, gt=0)
-    #: ... and has at least this much length per free end (hair meshes have many ends)
-    min_length_per_end: float = Field(18.0, ge=0)
+    #: ... and has at least this much length per free end and per branch point (meshes of
+    #: hairs and skin texture have many of both)
+    min_length_per_end: float = Field(10.0, ge=0)
+    min_length_per_branch: float = Field(12.0, ge=0)
     #: gaps up to this many px between pieces of one line are bridged
     join_gap: int = Field(5, ge=1)
+    #: a found line is followed into fainter pixels (half the thresholds) for up to this many
+    #: line widths (0: not followed)
+    extend: int = Field(2, ge=0)
     #: short side (px) at which the lengths above hold; they scale with each photo
     reference_side: int = Field(300, ge=16)
 

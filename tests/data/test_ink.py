@@ -136,3 +136,22 @@ def test_line_components_keep_long_thin_unbranched_lines() -> None:
         cand[102 + 5 * k : 104 + 5 * k, side] = True
     kept = line_components(cand, min_length=30, max_width=10, min_length_per_end=18)
     assert np.array_equal(kept, long_line)
+    # the branch points alone drop the mesh too (9 for 120 px of skeleton)
+    kept = line_components(cand, min_length=30, max_width=10, min_length_per_branch=15)
+    assert np.array_equal(kept, long_line)
+    assert line_components(cand, min_length=30, max_width=10)[130, 161]  # the mesh, unchecked
+
+
+def test_a_found_line_is_followed_into_its_faint_stretch() -> None:
+    """A circle with a pale 30 px stretch: followed from the clear rest (up to
+    ``extend`` = 2 line widths, 18 px, from each side)."""
+    img = _skin()
+    stroke = _circle(img.shape[:2])  # radius 60 around (150, 150)
+    faint = stroke.copy()
+    faint[:, :208] = False  # the arc right of x = 208: +-15 degrees, about 30 px
+    pale = (176, 134, 126)  # 40 % of the way from the skin to the pen's colour
+    img = _paint(_paint(img, stroke & ~faint, VIOLET_INK), faint, pale)
+    assert (ink_mask(img, InkRule(extend=0)) & faint).sum() < 0.5 * faint.sum()
+    found = ink_mask(img)
+    assert (found & faint).sum() >= 0.8 * faint.sum()
+    assert (found & ~stroke).sum() <= 0.05 * stroke.sum()

@@ -98,7 +98,7 @@ def _ink_columns(manifest: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
 
 def ink_rule(data: DataConfig) -> InkRule:
     """The ink rule of the data config's ``ink`` settings."""
-    settings = data.ink.model_dump(exclude={"detect", "min_fraction"})
+    settings = data.ink.model_dump(exclude={"detect"})
     return InkRule(**settings)
 
 
