@@ -50,7 +50,8 @@ class InkConfig(_Strict):
 
     #: add ``ink_fraction`` and ``has_ink`` to the manifest (photo sources)
     detect: bool = True
-    #: a photo has ink when more than this fraction of its pixels is ink
+    #: a photo has ink when its ink lines cover more than this fraction of it; below it the
+    #: lines are taken for specks (hair, texture) and the photo's ink mask is empty
     min_fraction: float = Field(0.002, ge=0.0, lt=1.0)
     #: L* by which a line must be darker than its surroundings
     min_darkening: float = Field(8.0, gt=0)

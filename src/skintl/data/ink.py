@@ -22,9 +22,10 @@ with the photo):
    (area / skeleton length) <= ``max_width``, at least ``min_length_per_end`` px of skeleton per
    free end and ``min_length_per_branch`` per branch point. Compact pigment is too wide, short
    hairs and creases too short, meshes of hair and skin texture too branched.
-4. A photo has ink when these lines cover more than ``min_fraction`` of it; its lines are then
-   followed into fainter pixels (half both thresholds) for up to ``extend`` line widths, so the
-   mask covers the faint stretches of a circle too (specks in a photo without ink are not grown).
+4. A photo has ink when these lines cover more than ``min_fraction`` of it (otherwise its mask
+   is empty: specks of hair or texture, a stray tick); its lines are then followed into fainter
+   pixels (half both thresholds) for up to ``extend`` line widths, so the mask covers the faint
+   stretches of a circle too.
 
 Known failure cases (checked by eye on PAD-UFES-20's ACK and SEK photos; README):
 - Black or dark-grey marker is missed: by colour it is a dark hair.
@@ -191,8 +192,10 @@ def ink_mask(rgb: np.ndarray, rule: InkRule = InkRule()) -> np.ndarray:
     lines = line_components(
         ink_candidates(lab, rule), min_length, max_width, per_end, per_branch, gap
     )
-    if rule.extend <= 0 or lines.mean() <= rule.min_fraction:
-        return lines  # specks are not grown into a photo with ink
+    if lines.mean() <= rule.min_fraction:  # specks: hair, texture or a stray tick
+        return np.zeros(lines.shape, bool)
+    if rule.extend <= 0:
+        return lines
     # the fainter stretches of the lines, followed up to ``extend`` line widths from them
     faint = ink_candidates(lab, rule, strength=FAINT) | lines
     return np.asarray(ndimage.binary_dilation(lines, iterations=rule.extend * width, mask=faint))
