@@ -46,6 +46,37 @@ class SyntheticConfig(_Strict):
     seed: int = 0
 
 
+class InkConfig(_Strict):
+    """Pen / marker ink detection (``skintl.data.ink``); lengths in px at a 300 px short side."""
+
+    #: add ``ink_fraction`` and ``has_ink`` to the manifest (photo sources)
+    detect: bool = True
+    #: a photo has ink when its ink lines cover more than this fraction of it; below it the
+    #: lines are taken for specks (hair, texture) and the photo's ink mask is empty
+    min_fraction: float = Field(0.002, ge=0.0, lt=1.0)
+    #: L* by which a line must be darker than its surroundings
+    min_darkening: float = Field(8.0, gt=0)
+    #: how far (a*, b* units) its hue must turn from the photo's skin towards violet / blue
+    min_violet: float = Field(5.0, gt=0)
+    #: only lines narrower than this count as dark lines
+    line_width: int = Field(9, ge=3)
+    #: a kept line is at least this long (skeleton px) ...
+    min_length: float = Field(30.0, gt=0)
+    #: ... at most this wide on average ...
+    max_width: float = Field(10.0, gt=0)
+    #: ... and has at least this much length per free end and per branch point (meshes of
+    #: hairs and skin texture have many of both)
+    min_length_per_end: float = Field(10.0, ge=0)
+    min_length_per_branch: float = Field(12.0, ge=0)
+    #: gaps up to this many px between pieces of one line are bridged
+    join_gap: int = Field(5, ge=1)
+    #: a found line is followed into fainter pixels (half the thresholds) for up to this many
+    #: line widths (0: not followed)
+    extend: int = Field(2, ge=0)
+    #: short side (px) at which the lengths above hold; they scale with each photo
+    reference_side: int = Field(300, ge=16)
+
+
 class DataConfig(_Strict):
     """Where the annotated photos (or cut patches) come from."""
 
@@ -85,6 +116,10 @@ class DataConfig(_Strict):
     #: its ``image_column`` holds each photo's path relative to ``root`` (as in the metadata),
     #: the key it is joined on; every photo needs exactly one row
     extra_metadata: Path | None = None
+    ink: InkConfig = Field(default_factory=InkConfig)  # type: ignore[arg-type]
+    #: masked_folder: metadata column naming a mask of artefacts drawn by hand (rulers, ink,
+    #: dressings; nonzero = artefact, the photo's size); an empty cell means none
+    artefact_mask_column: str | None = None
 
     @field_validator("class_aliases", mode="before")
     @classmethod
@@ -103,6 +138,17 @@ class DataConfig(_Strict):
         return value
 
 
+class ExcludeConfig(_Strict):
+    """Patches dropped before the per-class cap, by what they show besides skin."""
+
+    #: drop patches with more than ``max_ink_fraction`` ink pixels (0.0: touching any ink)
+    ink: bool = False
+    max_ink_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    #: drop patches with more than ``max_artefact_fraction`` of data.artefact_mask_column's mask
+    artefacts: bool = False
+    max_artefact_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+
+
 class PatchConfig(_Strict):
     size: int = Field(50, ge=8)
     stride: int = Field(25, ge=1)
@@ -112,6 +158,7 @@ class PatchConfig(_Strict):
     healthy_margin: int = Field(10, ge=0)
     #: at most this many patches per image and class (None: all)
     max_per_image_class: int | None = Field(None, ge=1)
+    exclude: ExcludeConfig = Field(default_factory=ExcludeConfig)  # type: ignore[arg-type]
 
 
 class EncoderConfig(_Strict):
@@ -379,6 +426,16 @@ class StudyConfig(_Strict):
             raise ValueError("source coco needs data.annotations (the COCO JSON under data.root)")
         if d.source == "masked_folder" and d.mask_mode == "binary" and not d.diagnosis_to_class:
             raise ValueError("binary masks need data.diagnosis_to_class (e.g. {ACK: AK, SEK: SK})")
+        ex = self.patches.exclude
+        if ex.ink and (not d.ink.detect or d.source == "patch_folders"):
+            raise ValueError(
+                "patches.exclude.ink needs data.ink.detect: true and a photo source "
+                "(patch folders are not checked for ink)"
+            )
+        if d.artefact_mask_column is not None and d.source != "masked_folder":
+            raise ValueError("data.artefact_mask_column is read by source masked_folder only")
+        if ex.artefacts and d.artefact_mask_column is None:
+            raise ValueError("patches.exclude.artefacts needs data.artefact_mask_column")
         if d.source == "masked_folder" and d.mask_mode == "multiclass" and not d.mask_values:
             raise ValueError("multiclass masks need data.mask_values (e.g. {1: AK, 2: SK})")
         return self

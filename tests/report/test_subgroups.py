@@ -100,22 +100,22 @@ def test_study_report_shows_the_subgroups(synthetic_root: Path, tmp_path: Path) 
     data = Path(shutil.copytree(synthetic_root, tmp_path / "data"))
     images = pd.read_csv(data / "metadata.csv", dtype=str)["image"]
     extra = tmp_path / "ink.csv"
-    pd.DataFrame({"image": images, "has_ink": ["True", "False"] * 2}).to_csv(extra, index=False)
+    pd.DataFrame({"image": images, "ink_by_eye": ["True", "False"] * 2}).to_csv(extra, index=False)
     cfg = tiny_config(
         data,
         data={"extra_metadata": str(extra)},
         features={"layers": ["layer1"]},
         evaluation={"classifiers": ["logreg"]},
-        report={"subgroups": ["has_ink", "age", "region"], "subgroup_permutations": 20},
+        report={"subgroups": ["ink_by_eye", "age", "region"], "subgroup_permutations": 20},
     )
     config = write_config(tmp_path / "s.yaml", cfg)
     assert main(["study", str(config), "--run-dir", str(tmp_path / "run")]) == 0
     html = (tmp_path / "run" / "report" / "index.html").read_text()
     assert '<section id="subgroups">' in html and 'href="#subgroups"' in html
-    for column in ("has_ink", "age", "region"):
+    for column in ("ink_by_eye", "age", "region"):
         assert f"<h3><code>{column}</code></h3>" in html
     scores = pd.read_csv(tmp_path / "run" / "report" / SCORES_CSV, keep_default_na=False)
-    ink = scores[scores["column"] == "has_ink"]
+    ink = scores[scores["column"] == "ink_by_eye"]
     assert sorted(ink["group"]) == ["False", "True"] and ink["n_patients"].tolist() == [2, 2]
     assert f'href="{SCORES_CSV}"' in html
 

@@ -38,6 +38,13 @@ def _box_sums(binary: np.ndarray, size: int, stride: int) -> np.ndarray:
     return ii[y0 + size, x0 + size] - ii[y0, x0 + size] - ii[y0 + size, x0] + ii[y0, x0]
 
 
+def window_fractions(binary: np.ndarray, size: int, stride: int) -> np.ndarray:
+    """Share of True pixels of ``binary`` (H, W) in every grid patch: (gy, gx) float."""
+    if binary.shape[0] < size or binary.shape[1] < size:
+        return np.empty((0, 0))
+    return _box_sums(binary, size, stride) / (size * size)
+
+
 def grid_origins(h: int, w: int, size: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-left corners (ys, xs) of the patch grid that fits inside an (h, w) image."""
     return np.arange(0, h - size + 1, stride), np.arange(0, w - size + 1, stride)

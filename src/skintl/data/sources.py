@@ -29,6 +29,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 MANIFEST_COLUMNS = ["image_path", "annotation", "patient_id", "labels", "source"]
 #: outlines drawn on photos, rasterised into masks by the data stage (skintl.data.polygons)
 POLYGON_SOURCES = ("labelme", "coco", "geojson")
+#: manifest column of the artefact masks' paths (data.artefact_mask_column)
+ARTEFACTS = "artefact_mask"
 __all__ = ["DataError", "read_mask", "read_rgb"]
 
 
@@ -113,6 +115,7 @@ def _read_metadata(data: DataConfig) -> tuple[Path, pd.DataFrame]:
     df = pd.read_csv(meta_path, dtype=str, keep_default_na=False)
     needed = [data.image_column, data.mask_column, data.patient_column, data.label_column]
     needed += list(data.include)
+    needed += [data.artefact_mask_column] if data.artefact_mask_column else []
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise DataError(
@@ -150,7 +153,8 @@ def masked_folder_manifest(data: DataConfig, classes: list[str]) -> pd.DataFrame
             )
             continue
         first_row[image_path] = ref
-        digest = problems.attempt(_check_pair, image_path, Path(row["annotation"]), data)
+        masks = [Path(row["annotation"])] + ([Path(a)] if (a := row.get(ARTEFACTS)) else [])
+        digest = problems.attempt(_check_pair, image_path, masks, data)
         if digest is not None:
             rows.append(row)
             items.append(Item(f"{image_path} ({ref})", row["patient_id"], digest))
@@ -175,6 +179,11 @@ def _photo_row(rec: pd.Series, ref: str, data: DataConfig) -> dict:
         )
     image_path = problems.attempt(inside_root, data.root, rec[data.image_column], ref)
     mask_path = problems.attempt(inside_root, data.root, rec[data.mask_column], ref)
+    extra = {}
+    if data.artefact_mask_column:  # the artefact mask's path, or "" for a photo without one
+        rel = rec[data.artefact_mask_column].strip()
+        path = problems.attempt(inside_root, data.root, rel, ref) if rel else ""
+        extra[ARTEFACTS] = str(path)
     problems.raise_if_any(data.max_problems)
     return {
         **rec.to_dict(),
@@ -183,19 +192,27 @@ def _photo_row(rec: pd.Series, ref: str, data: DataConfig) -> dict:
         "patient_id": patient,
         "labels": diagnosis,
         "source": "masked_folder",
+        **extra,
     }
 
 
-def _check_pair(image_path: Path, mask_path: Path, data: DataConfig) -> str:
-    """Decode an image and its mask and check they fit; returns the image's pixel hash."""
+def _check_pair(image_path: Path, mask_paths: list[Path], data: DataConfig) -> str:
+    """Decode an image and its masks (lesions, then any artefacts) and check they fit.
+
+    Returns:
+        The image's pixel hash.
+    """
     problems = Problems()
     image = problems.attempt(read_rgb, image_path, data.max_image_pixels)
-    mask = problems.attempt(read_mask, mask_path, data.max_image_pixels)
-    if image is not None and mask is not None and mask.shape != image.shape[:2]:
-        problems.add(
-            f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {image_path.name} "
-            f"is {image.shape[1]}x{image.shape[0]}; masks must match their image's size"
-        )
+    masks = [problems.attempt(read_mask, p, data.max_image_pixels) for p in mask_paths]
+    for mask_path, m in zip(mask_paths, masks, strict=True):
+        if image is not None and m is not None and m.shape != image.shape[:2]:
+            problems.add(
+                f"{mask_path}: mask is {m.shape[1]}x{m.shape[0]} but its image "
+                f"{image_path.name} is {image.shape[1]}x{image.shape[0]}; masks must match "
+                "their image's size"
+            )
+    mask, mask_path = masks[0], mask_paths[0]
     if mask is not None and data.mask_mode == "multiclass":
         unknown = sorted(set(np.unique(mask).tolist()) - {0} - set(data.mask_values))
         if unknown:

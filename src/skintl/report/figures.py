@@ -223,3 +223,25 @@ def patch_mosaic(
                 ax.imshow(patches[pick[j]], interpolation="nearest")
         axes[i, 0].set_ylabel(f"{c}\n({len(idx)})", fontsize=8, rotation=0, ha="right", va="center")
     return _save(fig, path)
+
+
+def ink_mosaic(
+    photos: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    titles: Sequence[str],
+    path: Path,
+    cols: int = 4,
+) -> Path:
+    """Thumbnails of photos ``(H, W, 3)`` uint8, each beside a copy with its ink mask
+    ``(H, W)`` bool painted green."""
+    rows = -(-len(photos) // cols)
+    fig = Figure(figsize=(2.6 * cols, 1.5 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, rgb, mask, title in zip(axes.flat, photos, masks, titles, strict=False):
+        painted = rgb.copy()
+        painted[mask] = (0, 255, 0)
+        ax.imshow(np.concatenate([rgb, painted], axis=1), interpolation="nearest")
+        ax.set_title(title, fontsize=6)
+    return _save(fig, path)

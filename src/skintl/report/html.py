@@ -17,6 +17,7 @@ from skintl.evaluation.stats import plot_critical_difference
 from skintl.io import write_text
 from skintl.report import figures
 from skintl.report.context import protocol_context, run_warnings, table_context
+from skintl.report.ink import ink_context
 from skintl.report.stage import (
     REPORT_DIR,
     build_stats_tables,
@@ -200,6 +201,7 @@ def write_report(
         "csv_files": sorted([*tables.csv_tables(), *(subgroups["csv"] if subgroups else [])]),
         "subgroups": subgroups,
         "scan": _scan_context(run_dir),
+        "ink": ink_context(run_dir, cfg, fig_dir, seed),
     }
     path = run_dir / REPORT_DIR / "index.html"
     write_text(_render(context), path)
