@@ -246,6 +246,12 @@ class LogRegConfig(_Strict):
     #: "balanced" weights classes inversely to their frequency (raises balanced accuracy when
     #: healthy patches dominate); None keeps the study's unweighted loss
     class_weight: Literal["balanced"] | None = None
+    #: torch: every fold of a cell solved at once by a batched L-BFGS in PyTorch (the same
+    #: objective and gradient tolerance); sklearn: one LogisticRegression per fold (the former
+    #: implementation, kept for comparison)
+    implementation: Literal["torch", "sklearn"] = "torch"
+    #: where the torch implementation runs: "auto" (a CUDA GPU when present), "cpu", "cuda[:N]"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 class FineTuneCellConfig(_Strict):

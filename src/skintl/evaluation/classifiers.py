@@ -141,6 +141,11 @@ def _mlp(cfg: EvaluationConfig, seed: int) -> BaseEstimator:
 @CLASSIFIERS.register("logreg")
 def _logreg(cfg: EvaluationConfig, seed: int) -> BaseEstimator:
     # multinomial (softmax) logistic regression on standardised features; L2 strength C
+    c = cfg.logreg
+    if c.implementation == "torch":
+        from skintl.evaluation.torch_logreg import TorchLogisticRegression
+
+        return TorchLogisticRegression(c.C, c.class_weight, c.max_iter, device=c.device)
     lr = LogisticRegression(
         C=cfg.logreg.C, max_iter=cfg.logreg.max_iter, class_weight=cfg.logreg.class_weight,
         random_state=seed,

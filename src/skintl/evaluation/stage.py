@@ -152,11 +152,18 @@ def _all_folds_at_once(
     est: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray, fold: np.ndarray,
     classes: list[str],
 ) -> list[FoldOutput]:  # fmt: skip
-    """Every fold trained in one call of the estimator's ``cross_val_proba``."""
-    with counted_warnings() as counts:  # not attributable to a fold: counted on fold 0
+    """Every fold trained in one call of the estimator's ``cross_val_proba``.
+
+    A warning whose instance has a ``fold`` attribute is counted on that fold, any other on
+    fold 0."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         labels, probas = clone(est).cross_val_proba(X, y, groups, fold)
+    counts: list[Counter[str]] = [Counter() for _ in probas]
+    for w in caught:
+        counts[getattr(w.message, "fold", 0)][w.category.__name__] += 1
     return [
-        (np.flatnonzero(fold == k), in_class_order(p, labels, classes), counts if k == 0 else {})
+        (np.flatnonzero(fold == k), in_class_order(p, labels, classes), dict(counts[k]))
         for k, p in enumerate(probas)
     ]
 

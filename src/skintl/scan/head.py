@@ -91,6 +91,9 @@ def head_from_estimator(model: Any, name: str) -> Head:
         )
     if hasattr(model, "model_"):  # the torch MLP standardises inside: no pipeline
         return _torch_mlp_head(model)
+    if hasattr(model, "mean_"):  # so does the torch logistic regression
+        return Head(model.mean_, model.scale_, [model.coef_], [model.intercept_],
+                    [str(c) for c in model.classes_])  # fmt: skip
     scaler, final = model.steps[0][1], model.steps[-1][1]
     if name == "logreg":
         ws, bs = [final.coef_], [final.intercept_]
