@@ -72,11 +72,11 @@ def test_a_fold_never_sees_its_test_labels() -> None:
     fold = np.searchsorted(patients, groups) % 4  # 3 patients per test fold
     train = [np.flatnonzero(fold != k) for k in range(4)]
     s = MLPSettings(max_epochs=12, patience=5, batch_size=32)
-    models = fit_folds(X, codes, groups, train, s, seed=0)
+    models = fit_folds(X, codes, groups, train, s, seed=0, rows_per_step=45)
     shuffled = codes.copy()
     te0 = np.flatnonzero(fold == 0)
     shuffled[te0] = np.random.default_rng(0).permutation(shuffled[te0])[::-1]
-    again = fit_folds(X, shuffled, groups, train, s, seed=0)
+    again = fit_folds(X, shuffled, groups, train, s, seed=0, rows_per_step=45)
     np.testing.assert_allclose(
         models[0].predict_proba(X[te0]), again[0].predict_proba(X[te0]), atol=1e-5
     )
@@ -84,7 +84,7 @@ def test_a_fold_never_sees_its_test_labels() -> None:
     te1 = np.flatnonzero(fold == 1)
     assert not np.allclose(models[1].predict_proba(X[te1]), again[1].predict_proba(X[te1]))
     # and a fold trained alone equals the same fold trained beside others
-    alone = fit_folds(X, codes, groups, train[:1], s, seed=0)
+    alone = fit_folds(X, codes, groups, train[:1], s, seed=0, rows_per_step=45)
     np.testing.assert_allclose(
         alone[0].predict_proba(X[te0]), models[0].predict_proba(X[te0]), atol=1e-5
     )

@@ -80,6 +80,16 @@ class _Stacked(torch.nn.Module):
         self.w2 = torch.nn.Parameter(_glorot(h, h, k, gens))  # (F, h, K)
         self.b2 = torch.nn.Parameter(_glorot(1, h, k, gens))  # (F, 1, K)
 
+    def shared(self, x: Tensor, folds: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
+        """The same rows x (B, d) through every fold in ``folds``, each standardising them with
+        its own mean and scale (F, 1, d) folded into its first layer -> logits (F, B, K)."""
+        f, (d, h) = len(folds), self.w1.shape[1:]
+        w1 = self.w1[folds] / scale[folds].transpose(1, 2)  # (F, d, h)
+        b1 = self.b1[folds] - mean[folds] @ w1  # (F, 1, h)
+        hidden = (x @ w1.permute(1, 0, 2).reshape(d, f * h)).view(-1, f, h)  # (B, F, h)
+        hidden = torch.relu(hidden.transpose(0, 1) + b1)  # (F, B, h)
+        return torch.baddbmm(self.b2[folds], hidden, self.w2[folds])  # (F, B, K)
+
     def forward(self, x: Tensor, folds: slice | Tensor = slice(None)) -> Tensor:
         hidden = torch.relu(torch.baddbmm(self.b1[folds], x, self.w1[folds]))  # (F, B, h)
         return torch.baddbmm(self.b2[folds], hidden, self.w2[folds])  # (F, B, K)
@@ -101,8 +111,14 @@ def fit_folds(
     seed: int = 0,
     device: str = "cpu",
     fold_ids: list[int] | None = None,
+    rows_per_step: int | None = None,
 ) -> list[FoldModel]:
-    """Train one MLP per fold, all folds at once.
+    """Train one MLP per fold, all at once.
+
+    Every step takes the next ``rows_per_step`` rows of one shuffled stream over all N rows
+    (reshuffled each epoch); each fold learns from those of them in its own fitting set, so an
+    epoch shows each fold every one of its fitting rows once, in batches of about
+    ``batch_size``, and one (rows, d) x (d, F h) product serves every fold.
 
     Args:
         X: (N, d) features; y: (N,) integer class codes 0..K-1; groups: (N,) patient ids.
@@ -111,32 +127,32 @@ def fit_folds(
         settings: the MLP's hyper-parameters.
         seed: seeds the validation splits, the initialisation and the shuffling.
         device: where to train ("cpu", "cuda").
-        fold_ids: each fold's number (default 0..F-1), which seeds its generator, so a fold
-            gives the same model whichever other folds are trained beside it.
+        fold_ids: each fold's number (default 0..F-1), which seeds its initialisation.
+        rows_per_step: rows of the shared stream per step; default ``batch_size`` scaled by N
+            over the median fold's fitting rows. A fold's model depends on its data, the seed
+            and this number only, whichever other folds are trained beside it.
 
     Returns:
         One :class:`FoldModel` per fold, holding its best epoch's weights.
     """
     n_folds, k = len(train), int(y.max()) + 1
-    # one generator per fold: a fold's model depends on its own data and the seed only
+    n, d = X.shape
     ids = list(range(n_folds)) if fold_ids is None else fold_ids
     gens = [torch.Generator().manual_seed(seed * 1_000_003 + f) for f in ids]
+    stream = torch.Generator().manual_seed(seed)
     Xt = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.long)
     splits = [validation_split(groups[tr], settings.validation_fraction, seed) for tr in train]
-    fit_rows = [torch.as_tensor(tr[f]) for tr, (f, _) in zip(train, splits, strict=True)]
+    fit = torch.zeros(n, n_folds)  # (N, F) 1 where the row is in the fold's fitting set
+    for f, (tr, (fit_idx, _)) in enumerate(zip(train, splits, strict=True)):
+        fit[tr[fit_idx], f] = 1.0
     val_rows = [torch.as_tensor(tr[v]) for tr, (_, v) in zip(train, splits, strict=True)]
-    mean, scale = _scalers(Xt, train)
-    net = _Stacked(X.shape[1], hidden_units(X.shape[1]), k, gens)
-    Xt, yt, net = Xt.to(device), yt.to(device), net.to(device)
+    mean, scale = _scalers(Xt, train)  # (F, 1, d)
+    net = _Stacked(d, hidden_units(d), k, gens)
+    Xt, yt, fit, net = Xt.to(device), yt.to(device), fit.to(device), net.to(device)
     mean, scale = mean.to(device), scale.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=settings.learning_rate, eps=1e-8)
-    batch = min(settings.batch_size, *(len(r) for r in fit_rows))
-    # an "epoch" is the median fold's number of mini-batches; each fold draws its batches from
-    # its own reshuffled stream, so all folds take equally many steps of the same batch size
-    steps = math.ceil(float(np.median([len(r) for r in fit_rows])) / batch)
-    order = [r[torch.randperm(len(r), generator=g)] for r, g in zip(fit_rows, gens, strict=True)]
-    cursor = [0] * n_folds
+    step_rows = rows_per_step or default_rows_per_step(n, fit.sum(0), settings.batch_size)
     best = [math.inf] * n_folds
     best_state: list[list[Tensor]] = [[] for _ in range(n_folds)]
     wait, best_epoch = [0] * n_folds, [0] * n_folds
@@ -144,24 +160,21 @@ def fit_folds(
     active = list(range(n_folds))
     for _ in range(settings.max_epochs):
         net.train()
-        for _ in range(steps):
-            # folds that stopped early are left out: their best weights are already kept
-            folds = torch.as_tensor(active, device=device)
-            idx = torch.stack([_next_batch(order, cursor, f, batch, gens[f]) for f in active])
-            idx = idx.to(device)  # (F_active, B)
-            xb = (Xt[idx] - mean[folds]) / scale[folds]  # (F_active, B, d)
-            logits = net(xb, folds)
-            loss = (
-                torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, k), yt[idx].reshape(-1), reduction="sum"
-                )
-                / idx.shape[1]
-            )
-            l2 = (
-                0.5 * settings.alpha * (net.w1[folds].square().sum() + net.w2[folds].square().sum())
-            )
+        # folds that stopped early are left out: their best weights are already kept
+        folds = torch.as_tensor(active, device=device)
+        order = torch.randperm(n, generator=stream).to(device)
+        for start in range(0, n, step_rows):
+            rows = order[start : start + step_rows]
+            weight = fit[rows][:, folds].T  # (F_active, B): which rows each fold learns from
+            count = weight.sum(1)  # (F_active,)
+            logits = net.shared(Xt[rows], folds, mean, scale)  # (F_active, B, K)
+            ce = torch.nn.functional.cross_entropy(
+                logits.permute(0, 2, 1), yt[rows].expand(len(active), -1), reduction="none"
+            )  # (F_active, B)
+            l2 = net.w1[folds].square().sum((1, 2)) + net.w2[folds].square().sum((1, 2))
+            per_fold = ((weight * ce).sum(1) + 0.5 * settings.alpha * l2) / count.clamp(min=1)
             opt.zero_grad(set_to_none=True)
-            (loss + l2 / idx.shape[1]).backward()
+            per_fold.sum().backward()
             opt.step()
         net.eval()
         for f in list(active):
@@ -182,17 +195,10 @@ def fit_folds(
     ]
 
 
-def _next_batch(
-    order: list[Tensor], cursor: list[int], f: int, size: int, gen: torch.Generator
-) -> Tensor:
-    """The next ``size`` rows of fold f's shuffled stream (reshuffled when exhausted)."""
-    rows = order[f]
-    if cursor[f] + size > len(rows):
-        order[f] = rows = rows[torch.randperm(len(rows), generator=gen)]
-        cursor[f] = 0
-    out = rows[cursor[f] : cursor[f] + size]
-    cursor[f] += size
-    return out
+def default_rows_per_step(n: int, fit_counts: Tensor, batch_size: int) -> int:
+    """Rows of the shared stream per step so the median fold learns from ``batch_size``."""
+    median = float(fit_counts.median())
+    return max(1, min(n, round(batch_size * n / max(median, 1.0))))
 
 
 @torch.no_grad()
@@ -299,9 +305,14 @@ class TorchStudyMLP(ClassifierMixin, BaseEstimator):
         # of one process spin-wait badly when the cores are shared, processes do not
         n_workers = 1 if device != "cpu" else min(n_folds, effective_n_jobs(self.n_jobs))
         chunks = [c.tolist() for c in np.array_split(np.arange(n_folds), n_workers)]
+        # one stream step for the whole cross-validation: a fold's model does not depend on
+        # the chunk it is trained in
+        fit_rows = np.bincount(fold, minlength=n_folds)
+        fit_rows = (len(fold) - fit_rows) * (1 - self.validation_fraction)
+        step = default_rows_per_step(len(fold), torch.as_tensor(fit_rows), self.batch_size)
         jobs = (
             delayed(_fit_and_predict)(
-                X, codes, groups, fold, ids, self._settings(), self.random_state, device
+                X, codes, groups, fold, ids, self._settings(), self.random_state, device, step
             )
             for ids in chunks
         )
@@ -311,7 +322,7 @@ class TorchStudyMLP(ClassifierMixin, BaseEstimator):
 
 def _fit_and_predict(
     X: np.ndarray, codes: np.ndarray, groups: np.ndarray, fold: np.ndarray, ids: list[int],
-    settings: MLPSettings, seed: int, device: str,
+    settings: MLPSettings, seed: int, device: str, rows_per_step: int,
 ) -> list[np.ndarray]:  # fmt: skip
     """Train folds ``ids`` together and return each one's test-row probabilities."""
     train = [np.flatnonzero(fold != k) for k in ids]
@@ -319,7 +330,7 @@ def _fit_and_predict(
     if device == "cpu":
         torch.set_num_threads(1)
     try:
-        models = fit_folds(X, codes, groups, train, settings, seed, device, fold_ids=ids)
+        models = fit_folds(X, codes, groups, train, settings, seed, device, ids, rows_per_step)
     finally:
         torch.set_num_threads(threads)
     return [m.predict_proba(X[fold == k]) for k, m in zip(ids, models, strict=True)]
