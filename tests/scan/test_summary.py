@@ -84,6 +84,14 @@ def test_wilcoxon_runs_over_patients(photos: pd.DataFrame) -> None:
     assert tie["mean_difference"] == 0 and tie["p_value"] == 1.0
 
 
+def test_no_shared_photo_gives_no_estimate(photos: pd.DataFrame) -> None:
+    empty = photos[photos["mode"] == "exact"].assign(mode="empty", dice=np.nan)
+    diffs = paired_differences(pd.concat([photos, empty]), "exact", n_boot=50, seed=0)
+    row = _row(diffs, "dice", "empty")
+    assert row["n_photos"] == 0 and np.isnan(row["mean_difference"]) and np.isnan(row["p_value"])
+    assert _row(diffs, "dice", "dense")["n_photos"] == 6  # the other modes are unaffected
+
+
 def test_reference_is_exact_when_scanned() -> None:
     assert reference_mode(["dense", "exact", "superpixel"]) == "exact"
     assert reference_mode(["superpixel", "dense"]) == "superpixel"
