@@ -43,6 +43,7 @@ def test_matching_and_metrics(case: dict[str, np.ndarray]) -> None:
     assert row["healthy_blocks"] == 92 and row["region_specificity"] == pytest.approx(88 / 92)
     assert row["pred_area_px"] == 600 * 4.0 and row["doctor_area_px"] == 800 * 4.0
     assert row["pred_burden_pct"] == 6.0 and row["burden_error_pct"] == pytest.approx(-2.0)
+    assert row["burden_abs_error_pct"] == pytest.approx(2.0)
     assert row["pred_regions"] == 2
 
 

@@ -29,12 +29,14 @@ def _cfg(root: Path, **scan: object) -> dict:
 def test_scan_stage_is_honest(synthetic_root: Path, tmp_path: Path) -> None:
     from skintl.study import run_study
 
-    cfg = parse_config(_cfg(synthetic_root))
+    cfg = parse_config(_cfg(synthetic_root, modes=["dense", "exact"]))
     run_study(cfg, tmp_path / "run", report=False)
     out = tmp_path / "run" / "scan"
     photos = pd.read_csv(out / "photos.csv")
     manifest = pd.read_parquet(tmp_path / "run" / "manifest.parquet")
-    assert sorted(photos["photo"]) == sorted(manifest["image_path"])  # each photo once
+    dense = photos[photos["mode"] == "dense"]
+    assert sorted(dense["photo"]) == sorted(manifest["image_path"])  # each photo once per mode
+    assert sorted(photos.loc[photos["mode"] == "exact", "photo"]) == sorted(dense["photo"])
     assert (photos["leak_warning"].fillna("") == "").all()
     for _, row in photos.iterrows():
         b = load_bundle(out / "bundles" / "d" / f"fold{row['fold']}.pt")
@@ -46,10 +48,18 @@ def test_scan_stage_is_honest(synthetic_root: Path, tmp_path: Path) -> None:
     dice = summary[(summary["metric"] == "dice") & (summary["target_class"] == "AK")].iloc[0]
     assert dice["ci_low"] <= dice["mean"] <= dice["ci_high"]
     assert (out / "dense" / "index.html").is_file()
+    diffs = pd.read_csv(out / "mode_differences.csv")  # dense minus exact, photo by photo
+    assert set(diffs["mode"]) == {"dense"} and set(diffs["reference"]) == {"exact"}
+    wide = photos.pivot(index="photo", columns="mode", values="dice").dropna()
+    row = diffs[(diffs["metric"] == "dice") & (diffs["target_class"] == "AK")].iloc[0]
+    ak = photos[(photos["mode"] == "exact") & (photos["target_class"] == "AK")]["photo"]
+    expect = (wide["dense"] - wide["exact"])[wide.index.isin(ak)].mean()
+    assert row["mean_difference"] == pytest.approx(expect)
     from skintl.report.html import write_report
 
     html = write_report(tmp_path / "run", n_boot=20).read_text()
     assert 'id="whole-photo"' in html and "../scan/dense/index.html" in html
+    assert "Modes compared photo by photo" in html and "dense &minus; exact" in html
 
 
 def test_scan_config_names_known_features(synthetic_root: Path) -> None:

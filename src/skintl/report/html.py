@@ -136,12 +136,16 @@ def _render(context: dict[str, Any]) -> str:
 
 
 def _scan_context(run_dir: Path) -> dict[str, Any] | None:
-    """The whole-photo summary of the scan stage (``scan/summary.csv``), when there is one."""
+    """The whole-photo summary of the scan stage (``scan/summary.csv``) and its paired mode
+    differences (``scan/mode_differences.csv``), when there are some."""
     path = run_dir / "scan" / "summary.csv"
     if not path.is_file():
         return None
     rows = pd.read_csv(path).to_dict("records")
-    return {"rows": rows, "modes": sorted({str(r["mode"]) for r in rows})}
+    diffs = run_dir / "scan" / "mode_differences.csv"
+    differences = pd.read_csv(diffs).to_dict("records") if diffs.is_file() else []
+    return {"rows": rows, "modes": sorted({str(r["mode"]) for r in rows}),
+            "differences": differences}  # fmt: skip
 
 
 def write_report(

@@ -131,6 +131,7 @@ def photo_metrics(
         "doctor_burden_pct": 100.0 * float(doctor.sum()) / skin_px,
     }
     row["burden_error_pct"] = row["pred_burden_pct"] - row["doctor_burden_pct"]
+    row["burden_abs_error_pct"] = abs(row["burden_error_pct"])
     return row
 
 

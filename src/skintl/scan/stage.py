@@ -4,8 +4,9 @@ For every outer fold of ``evaluation/folds.parquet``, a bundle refitted on that 
 patients scans the photos of its held-out patients, so no photo is scanned by a classifier that
 saw its patient. Files (all under ``scan/``): ``bundle.pt`` (every patient),
 ``bundles/<encoder>/fold<k>.pt``, ``<mode>/`` (per-photo outputs, ``scan_metrics.csv``,
-``index.html``), ``photos.csv`` (every photo and mode) and ``summary.csv`` (means over
-photos with patient-bootstrap 95% CIs).
+``index.html``), ``photos.csv`` (every photo and mode), ``summary.csv`` (means over
+photos with patient-bootstrap 95% CIs) and ``mode_differences.csv`` (each mode minus exact,
+photo by photo: :mod:`skintl.scan.summary`).
 """
 
 from __future__ import annotations
@@ -23,12 +24,6 @@ from skintl.labels import HEALTHY
 from skintl.rundir import fingerprint, fingerprint_matches
 
 log = logging.getLogger(__name__)
-
-#: metrics summarised over photos (mean, patient-bootstrap CI)
-SUMMARY_METRICS = (
-    "dice", "iou", "region_sensitivity", "region_specificity", "region_precision",
-    "burden_error_pct", "pred_burden_pct", "doctor_burden_pct",
-)  # fmt: skip
 
 
 def photos_to_scan(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
@@ -95,8 +90,20 @@ def run_scan(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame | None:
         return None
     table = evaluate_photos(cfg, run_dir, s, out)
     write_text(table.to_csv(index=False), out / "photos.csv")
-    summary = summarise(table, s.n_boot, cfg.seed)
+    return write_summaries(table, out, s.n_boot, cfg.seed)
+
+
+def write_summaries(table: pd.DataFrame, out: Path, n_boot: int, seed: int) -> pd.DataFrame:
+    """``summary.csv`` (means per mode) and ``mode_differences.csv`` (paired, against exact)
+    in ``out`` from the photos table; returns the summary."""
+    from skintl.scan.summary import paired_differences, reference_mode, summarise
+
+    summary = summarise(table, n_boot, seed)
     write_text(summary.to_csv(index=False), out / "summary.csv")
+    modes = list(dict.fromkeys(table["mode"]))
+    if len(modes) > 1:
+        diffs = paired_differences(table, reference_mode(modes), n_boot, seed)
+        write_text(diffs.to_csv(index=False), out / "mode_differences.csv")
     return summary
 
 
@@ -133,31 +140,6 @@ def evaluate_photos(cfg: StudyConfig, run_dir: Path, s: ScanConfig, out: Path) -
         write_text(g.to_csv(index=False), out / str(name) / "scan_metrics.csv")
         write_text(scan_html(g, used[str(name)]), out / str(name) / "index.html")
     return table
-
-
-def summarise(table: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
-    """Mean of every metric over photos per (mode, target class), with patient-bootstrap CIs."""
-    from skintl.evaluation.stats import bootstrap_ci
-
-    rows = []
-    for (mode, target), g in table.groupby(["mode", "target_class"]):
-        for metric in (m for m in SUMMARY_METRICS if m in g):
-            d = g[["patient_id", metric]].dropna()
-            est, lo, hi = float("nan"), float("nan"), float("nan")
-            if d["patient_id"].nunique() >= 2:
-                est, lo, hi = bootstrap_ci(d, _mean_of(metric), n_boot=n_boot, seed=seed)
-            elif len(d):
-                est = float(d[metric].mean())
-            rows.append({"mode": mode, "target_class": target, "metric": metric,
-                         "n_photos": len(d), "mean": est, "ci_low": lo, "ci_high": hi})  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def _mean_of(column: str) -> Any:
-    def mean(t: pd.DataFrame) -> float:
-        return float(t[column].mean())
-
-    return mean
 
 
 def summary_text(summary: pd.DataFrame) -> str:
