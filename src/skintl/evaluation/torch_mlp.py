@@ -307,9 +307,9 @@ class TorchStudyMLP(ClassifierMixin, BaseEstimator):
         chunks = [c.tolist() for c in np.array_split(np.arange(n_folds), n_workers)]
         # one stream step for the whole cross-validation: a fold's model does not depend on
         # the chunk it is trained in
-        fit_rows = np.bincount(fold, minlength=n_folds)
-        fit_rows = (len(fold) - fit_rows) * (1 - self.validation_fraction)
-        step = default_rows_per_step(len(fold), torch.as_tensor(fit_rows), self.batch_size)
+        test_rows = np.bincount(fold, minlength=n_folds)
+        fit_rows = torch.as_tensor((len(fold) - test_rows) * (1 - self.validation_fraction))
+        step = default_rows_per_step(len(fold), fit_rows, self.batch_size)
         jobs = (
             delayed(_fit_and_predict)(
                 X, codes, groups, fold, ids, self._settings(), self.random_state, device, step
