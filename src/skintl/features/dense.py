@@ -186,17 +186,21 @@ def iter_window_features(
     xs: np.ndarray,
     tile: int | None = 512,
     device: str | torch.device = "cpu",
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Dense features of windows with top-left corners ``(ys[i], xs[i])``, tile by tile.
 
     Yields ``(indices, features)`` with features (n, C) float32, so a caller can classify them
-    and drop them before the next tile (bounded memory on 20+ megapixel photos).
+    and drop them before the next tile (bounded memory on 20+ megapixel photos). ``project``,
+    an affine map of each cell's features ((C, h, w) -> (C', h, w)), is applied before the
+    pooling, which it commutes with; the features are then (n, C').
     """
     dev = torch.device(device)
     hc, wc = (math.ceil(n / geo.stride) for n in photo.shape[:2])
     cy, cx = np.clip(geo.cell(ys), 0, hc - 1), np.clip(geo.cell(xs), 0, wc - 1)
     if tile is None:
         fmap = _forward(trunk, photo, dev)
+        fmap = project(fmap) if project else fmap
         yield np.arange(len(ys)), _pool_at(fmap, geo.k, cy, cx)
         return
     t = math.ceil(tile / geo.stride)
@@ -204,6 +208,7 @@ def iter_window_features(
         inside = (cy >= ty) & (cy < ty + t) & (cx >= tx) & (cx < tx + t)
         idx = np.flatnonzero(inside)
         if len(idx):
+            fmap = project(fmap) if project else fmap
             yield idx, _pool_at(fmap, geo.k, cy[idx] - ty, cx[idx] - tx)
 
 

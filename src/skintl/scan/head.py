@@ -43,11 +43,22 @@ class Head:
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """(N, d) features -> (N, K) probabilities in ``classes`` order."""
-        z = (np.asarray(X, np.float64) - self.mean) / self.scale
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            z = z @ w.T + b
-            if i < len(self.weights) - 1:
-                z = np.maximum(z, 0.0)
+        A, c = self.first_layer()
+        return self.proba_from_first(np.asarray(X, np.float64) @ A.T + c)
+
+    def first_layer(self) -> tuple[np.ndarray, np.ndarray]:
+        """The standardisation and first layer as one affine map of raw features:
+        (out, d) matrix A and (out,) offset c with ``A x + c`` the first pre-activation.
+
+        Affine maps commute with averaging, so a window's first pre-activation is the mean of
+        ``A f + c`` over its cells: dense scanning pools ``out`` channels instead of d."""
+        A = self.weights[0] / self.scale
+        return A, self.biases[0] - A @ self.mean
+
+    def proba_from_first(self, z: np.ndarray) -> np.ndarray:
+        """(N, out) first pre-activations -> (N, K) probabilities in ``classes`` order."""
+        for w, b in zip(self.weights[1:], self.biases[1:], strict=True):
+            z = np.maximum(z, 0.0) @ w.T + b
         return np.asarray(softmax(z, axis=1), np.float32)
 
     def tensors(self) -> dict[str, np.ndarray]:

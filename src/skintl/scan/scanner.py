@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -66,13 +66,30 @@ def window_probabilities(
     out = np.zeros((len(win), len(bundle.head.classes)), np.float32)
     if len(win) == 0:
         return out
+    classify: Callable[[np.ndarray], np.ndarray]
     if mode == "dense":
+        # the head's first layer is applied to every cell before pooling (they commute), so
+        # the pooling averages the layer's few outputs instead of the encoder's channels
         geo = geometry(bundle.trunk, bundle.stride, bundle.size)
         trunk = inference_trunk(bundle.trunk, dev)
-        chunks = iter_window_features(trunk, padded, geo, win.ys, win.xs, tile, dev)
+        A, c = (torch.as_tensor(a, dtype=torch.float32) for a in bundle.head.first_layer())
+        project = _affine_cells(A.to(dev), c.to(dev))
+        chunks = iter_window_features(trunk, padded, geo, win.ys, win.xs, tile, dev, project)
+        classify = bundle.head.proba_from_first
     else:
         chunks = _exact_features(bundle, padded, win, batch, dev)
+        classify = bundle.head.predict_proba
     with exact_fp32(dev):
         for idx, feats in chunks:
-            out[idx] = bundle.head.predict_proba(feats)
+            out[idx] = classify(feats)
     return out
+
+
+def _affine_cells(A: torch.Tensor, c: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """(C, h, w) map -> (out, h, w): ``A f + c`` at every cell (A (out, C), c (out,))."""
+
+    def project(fmap: torch.Tensor) -> torch.Tensor:
+        cells = fmap.to(A.device).flatten(1)  # (C, h w)
+        return (torch.addmm(c[:, None], A, cells)).view(-1, *fmap.shape[1:]).cpu()
+
+    return project
