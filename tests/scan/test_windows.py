@@ -87,3 +87,20 @@ def test_skin_rule() -> None:
 @pytest.mark.parametrize("colour", [(10, 8, 6), (255, 255, 255)])
 def test_dark_and_saturated_are_not_skin(colour: tuple[int, int, int]) -> None:
     assert not skin_candidates(np.full((4, 4, 3), colour, np.uint8)).any()
+
+
+@pytest.mark.parametrize("op", ["open", "close"])
+def test_morphology_equals_scipys_with_a_disk(op: str) -> None:
+    from skimage.morphology import disk
+
+    from skintl.scan.skin import morph
+
+    rng = np.random.default_rng(0)
+    for radius in (1, 2, 3, 6, 9):
+        # blobs and specks of every size, touching the edges
+        mask = ndimage.gaussian_filter(rng.random((90, 120)), 2.5) > 0.5
+        mask |= rng.random((90, 120)) > 0.97
+        padded = np.pad(mask, radius, mode="edge")
+        f = ndimage.binary_opening if op == "open" else ndimage.binary_closing
+        want = f(padded, disk(radius).astype(bool))[radius:-radius, radius:-radius]
+        np.testing.assert_array_equal(morph(mask, op, radius), want)

@@ -85,7 +85,6 @@ def superpixel_windows(
 
 def paint(owner: np.ndarray, values: np.ndarray) -> np.ndarray:
     """(H, W) owners and (N, K) window values -> (H, W, K) float32 map, NaN outside the skin."""
-    out = np.full((*owner.shape, values.shape[1]), np.nan, np.float32)
-    inside = owner >= 0
-    out[inside] = values[owner[inside]]
-    return out
+    # owner -1 picks the appended NaN row: one gather, no boolean mask over the photo
+    table = np.vstack([values.astype(np.float32), np.full((1, values.shape[1]), np.nan)])
+    return np.asarray(table[owner], np.float32)
