@@ -117,7 +117,7 @@ def fit_folds(
         names it).
     """
     k = int(codes.max()) + 1
-    Xt = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float32, device=device)
+    Xt = torch.as_tensor(np.require(X, np.float32, ["C", "W"]), dtype=torch.float32, device=device)
     mask = torch.as_tensor(train, device=device)
     yt = torch.as_tensor(codes, dtype=torch.long, device=device)
     mean, scale = fold_scalers(Xt, mask)
@@ -304,6 +304,8 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
 @torch.no_grad()
 def _proba(model: _Folds, X: np.ndarray, f: int) -> np.ndarray:
     """Fold f's (N, K) probabilities of the rows X (N, d)."""
-    x = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float32, device=model.W.device)
+    x = torch.as_tensor(
+        np.require(X, np.float32, ["C", "W"]), dtype=torch.float32, device=model.W.device
+    )
     W, b = model.W[f] * model.inv_scale[f][:, None], model.b[f] - model.shift[f] @ model.W[f]
     return torch.softmax(x @ W + b, dim=1).cpu().numpy().astype(np.float64)

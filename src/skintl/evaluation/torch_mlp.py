@@ -57,7 +57,9 @@ class FoldModel:
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """(N, d) -> (N, K) class probabilities (one softmax), in class-code order."""
         w1, b1, w2, b2 = self.weights
-        x = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float32, device=w1.device)
+        x = torch.as_tensor(
+            np.require(X, np.float32, ["C", "W"]), dtype=torch.float32, device=w1.device
+        )
         x = (x - self.mean) / self.scale
         logits = torch.relu(x @ w1 + b1) @ w2 + b2
         return torch.softmax(logits, dim=1).cpu().numpy().astype(np.float64)
@@ -140,7 +142,7 @@ def fit_folds(
     ids = list(range(n_folds)) if fold_ids is None else fold_ids
     gens = [torch.Generator().manual_seed(seed * 1_000_003 + f) for f in ids]
     stream = torch.Generator().manual_seed(seed)
-    Xt = torch.as_tensor(np.ascontiguousarray(X), dtype=torch.float32)
+    Xt = torch.as_tensor(np.require(X, np.float32, ["C", "W"]), dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.long)
     splits = [validation_split(groups[tr], settings.validation_fraction, seed) for tr in train]
     fit = torch.zeros(n, n_folds)  # (N, F) 1 where the row is in the fold's fitting set
