@@ -147,8 +147,7 @@ def _logreg(cfg: EvaluationConfig, seed: int) -> BaseEstimator:
 
         return TorchLogisticRegression(c.C, c.class_weight, c.max_iter, device=c.device)
     lr = LogisticRegression(
-        C=cfg.logreg.C, max_iter=cfg.logreg.max_iter, class_weight=cfg.logreg.class_weight,
-        random_state=seed,
+        C=c.C, max_iter=c.max_iter, class_weight=c.class_weight, random_state=seed,
     )  # fmt: skip
     return make_pipeline(StandardScaler(), lr)
 

@@ -62,22 +62,20 @@ class _Folds:
     mean: Tensor  # (F, d) float64, each fold's StandardScaler
     scale: Tensor  # (F, d) float64
 
-    @property
-    def inv_scale(self) -> Tensor:
-        return (1.0 / self.scale).to(torch.float32)
 
-    @property
-    def shift(self) -> Tensor:
-        return (self.mean / self.scale).to(torch.float32)
+def _standardising(mean: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+    """(1 / scale, mean / scale) in float32: what :func:`_fold_logits` needs of the scalers."""
+    return (1.0 / scale).to(torch.float32), (mean / scale).to(torch.float32)
 
-    def logits(self, X: Tensor, W: Tensor, b: Tensor) -> Tensor:
-        """(N, d) -> (N, F, K) with weights W (F, d, K), b (F, K) in standardised coordinates."""
-        f, d, k = W.shape
-        inv_scale, shift = self.inv_scale, self.shift  # (F, d)
-        # ((x - m) / s) W = x (W / s) - (m / s) W: the features are never copied per fold
-        V = W * inv_scale[:, :, None]  # (F, d, K)
-        offset = b - torch.einsum("fd,fdk->fk", shift, W)  # (F, K)
-        return (X @ V.permute(1, 0, 2).reshape(d, f * k)).view(-1, f, k) + offset
+
+def _fold_logits(X: Tensor, W: Tensor, b: Tensor, inv_scale: Tensor, shift: Tensor) -> Tensor:
+    """(N, d) -> (N, F, K) with weights W (F, d, K), b (F, K) in each fold's standardised
+    coordinates (inv_scale, shift (F, d) from :func:`_standardising`)."""
+    f, d, k = W.shape
+    # ((x - m) / s) W = x (W / s) - (m / s) W: the features are never copied per fold
+    V = W * inv_scale[:, :, None]  # (F, d, K)
+    offset = b - torch.einsum("fd,fdk->fk", shift, W)  # (F, K)
+    return (X @ V.permute(1, 0, 2).reshape(d, f * k)).view(-1, f, k) + offset
 
 
 def _sample_weights(codes: Tensor, train: Tensor, k: int, balanced: bool) -> Tensor:
@@ -122,10 +120,7 @@ def fit_folds(
     yt = torch.as_tensor(codes, dtype=torch.long, device=device)
     mean, scale = fold_scalers(Xt, mask)
     n_folds, d = mean.shape
-    model = _Folds(
-        torch.zeros(n_folds, d, k, device=device), torch.zeros(n_folds, k, device=device),
-        mean, scale,
-    )  # fmt: skip
+    inv_scale, shift = _standardising(mean, scale)
     sw = _sample_weights(yt, mask, k, balanced)  # (N, F)
     total = sw.sum(0).double()  # (F,) = S per fold
     target = yt[:, None, None].expand(-1, n_folds, 1)
@@ -134,15 +129,15 @@ def fit_folds(
         """(F, P) parameters -> each fold's loss (F,) float64 and gradient (F, P)."""
         theta = theta.detach().requires_grad_(True)
         W, b = theta[:, : d * k].view(n_folds, d, k), theta[:, d * k :]
-        logp = torch.log_softmax(model.logits(Xt, W, b), dim=2)
+        logp = torch.log_softmax(_fold_logits(Xt, W, b, inv_scale, shift), dim=2)
         data = -(sw * logp.gather(2, target)[..., 0]).double().sum(0) / total
         loss = data + W.square().sum(dim=(1, 2)).double() / (2 * C * total)
         (grad,) = torch.autograd.grad(loss.sum(), theta)
         return loss.detach(), grad
 
-    theta = torch.cat([model.W.reshape(n_folds, -1), model.b], dim=1)
-    theta, grad = batched_lbfgs(objective, theta, max_iter, tol)
-    model.W, model.b = theta[:, : d * k].reshape(n_folds, d, k), theta[:, d * k :]
+    start = torch.zeros(n_folds, d * k + k, device=device)  # W then b, as scikit-learn
+    theta, grad = batched_lbfgs(objective, start, max_iter, tol)
+    model = _Folds(theta[:, : d * k].reshape(n_folds, d, k), theta[:, d * k :], mean, scale)
     worst = grad.abs().amax(dim=1)
     converged = (worst <= tol).cpu().numpy()
     for f in np.flatnonzero(~converged):
@@ -191,11 +186,11 @@ def batched_lbfgs(
         # first iteration: the gradient's scale is unknown, so take a short first step
         t = torch.ones_like(gtd) if it else (1.0 / g.abs().sum(1)).clamp(max=1.0)
         t = torch.where(active, t, torch.zeros_like(t))
+        # sufficient decrease (Armijo), up to the values' rounding: near a float32 optimum
+        # the decrease drowns in it, and a strict test would stop short of tol
+        slack = float(torch.finfo(theta.dtype).eps) * f.abs()
         for _ in range(MAX_BACKTRACKS):
             f_new, g_new = fun(theta + t[:, None] * d)
-            # sufficient decrease (Armijo), up to the values' rounding: near a float32 optimum
-            # the decrease drowns in it, and a strict test would stop short of tol
-            slack = float(torch.finfo(theta.dtype).eps) * f.abs()
             ok = (f_new <= f + 1e-4 * t.double() * gtd.double() + slack) | ~active
             if bool(ok.all()):
                 break
@@ -307,5 +302,7 @@ def _proba(model: _Folds, X: np.ndarray, f: int) -> np.ndarray:
     x = torch.as_tensor(
         np.require(X, np.float32, ["C", "W"]), dtype=torch.float32, device=model.W.device
     )
-    W, b = model.W[f] * model.inv_scale[f][:, None], model.b[f] - model.shift[f] @ model.W[f]
-    return torch.softmax(x @ W + b, dim=1).cpu().numpy().astype(np.float64)
+    one = slice(f, f + 1)
+    inv_scale, shift = _standardising(model.mean[one], model.scale[one])
+    logits = _fold_logits(x, model.W[one], model.b[one], inv_scale, shift)[:, 0]
+    return torch.softmax(logits, dim=1).cpu().numpy().astype(np.float64)
