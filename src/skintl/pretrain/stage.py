@@ -16,7 +16,7 @@ from skintl.config import (
 )
 from skintl.data.stage import load_manifest
 from skintl.io import write_json
-from skintl.rundir import patches_fingerprint
+from skintl.rundir import patches_fingerprint, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def run_one(run: PretrainRunConfig, source_cfg: StudyConfig, out_dir: Path, seed
         images, labels, groups, method=run.method, arch=run.arch, out_dir=out_dir,
         max_epochs=run.epochs, batch_size=run.batch_size, lr=run.lr,
         accelerator=run.accelerator, devices=run.devices, strategy=run.strategy, seed=seed,
-        resume=True, augment=augment, num_workers=run.num_workers, **options,
+        resume=True, augment=augment, num_workers=run.num_workers, init=run.init, **options,
     )  # fmt: skip
 
 
@@ -85,6 +85,13 @@ def without_patients(cfg: StudyConfig, patients: set[str]) -> StudyConfig:
     return cfg.model_copy(
         update={"data": cfg.data.model_copy(update={"exclude_patients": excluded})}
     )
+
+
+def _init_record(init: str) -> dict[str, str]:
+    """The starting weights' content, so an encoder file replaced in place is noticed."""
+    if init in ("random", "imagenet"):
+        return {}
+    return {"init_sha256": sha256_file(Path(init))}
 
 
 def _source_fingerprint(out_dir: Path) -> str | None:
@@ -138,6 +145,7 @@ def run_pretrain(cfg: StudyConfig, run_dir: Path) -> list[Path]:
             **run.model_dump(mode="json", exclude_defaults=True),
             "seed": cfg.seed,
             "source_config": source.model_dump(mode="json", exclude_defaults=True),
+            **_init_record(run.init),
         }
         if settings.is_file() and json.loads(settings.read_text()) != wanted:
             raise ConfigError(
