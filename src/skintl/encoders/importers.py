@@ -357,8 +357,10 @@ def check_shapes(arch: str, state_dict: Mapping[str, Any], source: str) -> None:
 
 
 def _resolve_arch(conv: Converted, arch: str | None, source: str) -> str:
-    chosen = arch or infer_arch(conv.state_dict)
-    how = "given" if arch else "inferred from the tensor names"
+    if arch and conv.declared_arch is not None and conv.declared_arch != arch:
+        raise WeightsError(f"{source}: holds {conv.declared_arch} weights, but the arch is {arch}")
+    chosen = arch or conv.declared_arch or infer_arch(conv.state_dict)
+    how = "given" if arch else "the file's" if conv.declared_arch else "inferred from the tensor names"
     try:
         check_backbone_keys(chosen, conv.state_dict, source)
         check_shapes(chosen, conv.state_dict, source)
