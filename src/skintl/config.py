@@ -227,7 +227,6 @@ class FeatureConfig(_Strict):
             raise ValueError(f"encoder names must be unique, got {names}")
         return self
 
-
     def encoder_layers(self, enc: EncoderConfig) -> list[str]:
         """The taps computed for ``enc``, in its arch's forward order when ``all``."""
         layers = enc.layers if enc.layers is not None else self.layers

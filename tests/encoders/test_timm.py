@@ -92,19 +92,20 @@ def test_dense_tiles_equal_one_pass(
 def test_unknown_timm_name_is_one_line_with_close_matches() -> None:
     from skintl.config import ConfigError, parse_config
 
-    raw = {"data": {"source": "synthetic"},
-           "features": {"encoders": [{"name": "e", "arch": "tf_efficientnet_lite9"}]}}  # fmt: skip
+    enc = {"name": "e", "arch": "tf_efficientnet_lite9"}
+    raw = {"data": {"source": "synthetic"}, "features": {"encoders": [enc]}}
     with pytest.raises(ConfigError) as err:
         parse_config(raw)
     msg = str(err.value)
-    assert "tf_efficientnet_lite9" in msg and "did you mean" in msg and "tf_efficientnet_lite0" in msg
+    assert "tf_efficientnet_lite9" in msg and "did you mean" in msg
+    assert "tf_efficientnet_lite0" in msg and "\n" not in msg
 
 
 def test_layers_must_be_taps_of_the_arch() -> None:
     from skintl.config import ConfigError, parse_config
 
-    raw = {"data": {"source": "synthetic"},
-           "features": {"encoders": [{"name": "e", "arch": LITE0}], "layers": ["layer2"]}}  # fmt: skip
+    feats = {"encoders": [{"name": "e", "arch": LITE0}], "layers": ["layer2"]}
+    raw: dict = {"data": {"source": "synthetic"}, "features": feats}
     with pytest.raises(ConfigError, match=r"no layers \['layer2'\].*blocks\.0.*layers: all"):
         parse_config(raw)
     raw["features"]["layers"] = "all"
@@ -170,7 +171,7 @@ def test_real_imagenet_lite0_knows_a_cat_and_an_espresso() -> None:
     raw = load_checkpoint(path)
     sd = lite_to_timm(raw, str(path), LITE0)
     # the name mapping agrees with the file's own order (both list tensors module by module)
-    assert list(zip(raw, port_layout(LITE0))) == [
+    assert list(zip(raw, port_layout(LITE0), strict=True)) == [
         (port, k) for k, (port, _) in port_layout(LITE0).items()
     ]
     net = timm.create_model(LITE0, pretrained=False).eval()

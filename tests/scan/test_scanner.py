@@ -46,7 +46,6 @@ def _random_head(d: int, seed: int = 0) -> Head:
 def _photos() -> list[tuple[str, np.ndarray]]:
     """An odd-sized synthetic photo, and two real PAD-UFES photos where the data are here."""
     from conftest import SHARED_PAD
-
     from skintl.data.sources import read_rgb
 
     out = [("synthetic", np.random.default_rng(4).integers(0, 256, (97, 133, 3), np.uint8))]
@@ -73,11 +72,13 @@ def test_training_feature_equals_scan_feature_at_the_borders(arch: str) -> None:
                     trunk, head)  # fmt: skip
     for name, photo in _photos():
         h, w = photo.shape[:2]
-        grid = np.meshgrid(np.r_[0:h - 32:9, h - 32], np.r_[0:w - 32:11, w - 32], indexing="ij")
+        grid = np.meshgrid(
+            np.r_[0 : h - 32 : 9, h - 32], np.r_[0 : w - 32 : 11, w - 32], indexing="ij"
+        )
         ys, xs = (a.ravel() for a in grid)
         train = dense_patch_features(
             net, {layer: info[layer].stride}, [name], np.zeros(len(ys), np.int64), ys, xs, 32,
-            [layer], lambda _: photo, tile=512, progress=False,
+            [layer], lambda _, im=photo: im, tile=512, progress=False,
         )[layer]  # fmt: skip
         pad = 24  # the scan pads by its own margin; the features must not depend on it
         padded = np.pad(photo, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")

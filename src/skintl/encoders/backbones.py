@@ -80,8 +80,9 @@ def _torchvision_imagenet(arch: str, weights: Any) -> dict[str, torch.Tensor]:
     return {k: v for k, v in sd.items() if not k.startswith("fc.")}
 
 
-BACKBONES.register("resnet18")(_torchvision_resnet("resnet18", models.ResNet18_Weights.IMAGENET1K_V1))
-BACKBONES.register("resnet50")(_torchvision_resnet("resnet50", models.ResNet50_Weights.IMAGENET1K_V1))
+for _name, _weights in (("resnet18", models.ResNet18_Weights.IMAGENET1K_V1),
+                        ("resnet50", models.ResNet50_Weights.IMAGENET1K_V1)):  # fmt: skip
+    BACKBONES.register(_name)(_torchvision_resnet(_name, _weights))
 
 
 def spec(arch: str) -> BackboneSpec:

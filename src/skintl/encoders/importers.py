@@ -360,7 +360,13 @@ def _resolve_arch(conv: Converted, arch: str | None, source: str) -> str:
     if arch and conv.declared_arch is not None and conv.declared_arch != arch:
         raise WeightsError(f"{source}: holds {conv.declared_arch} weights, but the arch is {arch}")
     chosen = arch or conv.declared_arch or infer_arch(conv.state_dict)
-    how = "given" if arch else "the file's" if conv.declared_arch else "inferred from the tensor names"
+    how = (
+        "given"
+        if arch
+        else "named by the file"
+        if conv.declared_arch
+        else "inferred from the tensors"
+    )
     try:
         check_backbone_keys(chosen, conv.state_dict, source)
         check_shapes(chosen, conv.state_dict, source)

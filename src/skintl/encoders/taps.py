@@ -33,6 +33,9 @@ class Normalize(nn.Module):
     """(B, 3, H, W) in [0, 1] -> normalised by the arch's mean and std (buffers not saved, so
     a trunk's state dict holds exactly the backbone's tensors)."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)

@@ -32,9 +32,9 @@ def timm_spec(arch: str, registered: list[str]) -> Any:
     Raises:
         KeyError: a name timm does not know, naming the closest timm and registered names.
     """
-    from skintl.encoders.backbones import BackboneSpec
-
     import timm
+
+    from skintl.encoders.backbones import BackboneSpec
 
     if not timm.is_model(arch):
         close = difflib.get_close_matches(arch, registered + timm.list_models(), n=5, cutoff=0.6)
@@ -99,8 +99,9 @@ def port_layout(arch: str) -> dict[str, tuple[str, tuple[int, ...]]]:
            "classifier": "_fc"}  # fmt: skip
     names: dict[str, str] = {}
     n = 0
-    for s, stage in enumerate(net.blocks):
-        for b, block in enumerate(stage):
+    stages = list(net.get_submodule("blocks").children())
+    for s, stage in enumerate(stages):
+        for b, block in enumerate(stage.children()):
             sub = _block_keys(type(block).__name__)
             for k in block.state_dict():
                 mod, _, rest = k.partition(".")

@@ -250,7 +250,8 @@ def _finetune_cell(cfg: StudyConfig, run_dir: Path, ft: FineTuneCellConfig) -> C
         validation_fraction=cfg.evaluation.splits.validation_fraction, seed=cfg.seed,
         input_size=cfg.features.input_size,
     )  # fmt: skip
-    fp = {"patches": patches_fingerprint(run_dir), "weights": weights_id(weights, cfg.seed, enc.arch),
+    fp = {"patches": patches_fingerprint(run_dir),
+          "weights": weights_id(weights, cfg.seed, enc.arch),
           "clf": "finetune", "params": _params(est)}  # fmt: skip
     return Cell(ft.encoder, ft.layer, "finetune", lambda: np.asarray(load_patches(run_dir)[0]),
                 est, fp)  # fmt: skip

@@ -16,6 +16,7 @@ from skintl.encoders.taps import IMAGENET_MEAN, IMAGENET_STD, LayerTaps
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LayerTaps", "extract_features", "to_input"]
 
+
 def preprocess(
     batch: np.ndarray, input_size: int | None = None, device: torch.device | str = "cpu"
 ) -> torch.Tensor:

@@ -222,6 +222,7 @@ def run_warnings(run_dir: Path) -> list[str]:
 
 def _layers_text(feats: dict[str, Any]) -> list[str]:
     """The study's layers as the protocol lists them; per-encoder lists named with their encoder."""
+
     def text(layers: Any) -> str:
         return "every tap" if layers == "all" else ", ".join(map(str, layers))
 
