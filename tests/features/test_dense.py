@@ -101,3 +101,22 @@ def test_truncated_backbone_keeps_backbone_keys(r18: torch.nn.Module) -> None:
     assert "conv1.weight" in keys and "layer1.0.conv1.weight" in keys
     assert not any(k.startswith("layer2") for k in keys)
     assert keys <= set(r18.state_dict())
+
+
+def test_every_tap_from_one_pass_equals_each_tap_alone(r18: torch.nn.Module) -> None:
+    """Training computes every tap of a photo in one pass (tiled); each equals the one-tap path
+    scanning uses, windows at every border included."""
+    from skintl.features.dense import dense_patch_features
+
+    layers = ["stem", "layer2", "layer3"]
+    photo = _photo(131, 150, seed=7)
+    ys, xs = (a.ravel() for a in np.meshgrid([0, 13, 60, 99], [0, 41, 118], indexing="ij"))
+    strides = {k: v.stride for k, v in layer_info("resnet18").items()}
+    image_idx = np.zeros(len(ys), np.int64)
+    together = dense_patch_features(
+        r18, strides, ["p"], image_idx, ys, xs, 32, layers, lambda _: photo, tile=64, progress=False
+    )
+    for layer in layers:
+        trunk = truncated_backbone(r18, layer)
+        alone = window_features(trunk, photo, geometry(trunk, strides[layer], 32), ys, xs, None)
+        np.testing.assert_allclose(together[layer], alone, rtol=1e-4, atol=1e-4, err_msg=layer)

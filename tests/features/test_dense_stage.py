@@ -60,6 +60,8 @@ def test_mode_is_in_the_fingerprint_and_record(run_dir: Path) -> None:
     p = json.loads((run_dir / "features" / "patch" / "layer2.json").read_text())
     assert d["mode"] == "dense" and p["mode"] == "patch"
     assert d["fingerprint"] != p["fingerprint"]  # same encoder and weights, different mode
+    # each record names its tap with the arch's channels, stride and module
+    assert d["tap"] == {"name": "layer2", "channels": 128, "stride": 8, "module": "layer2"}
 
 
 def test_dense_with_input_size_is_a_config_error(synthetic_root: Path) -> None:

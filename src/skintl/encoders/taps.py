@@ -117,13 +117,13 @@ def truncated_backbone(net: nn.Module, layer: str) -> nn.Sequential:
     return _nest(net, [p for p, _ in steps[: end + 1]]).eval()
 
 
-class LayerTaps(nn.Module):
-    """Runs a backbone once, up to the deepest requested tap, and average-pools each requested
-    tap: ``(B, 3, H, W)`` in [0, 1] -> ``{tap: (B, C_tap)}``.
+class TapMaps(nn.Module):
+    """Normalisation + a backbone run once up to the deepest requested tap:
+    ``(B, 3, H, W)`` in [0, 1] -> ``{tap: (B, C_tap, H / s_tap, W / s_tap)}``.
 
     Args:
         net: a backbone :func:`backbone_steps` knows (its head is never run).
-        layers: taps to pool.
+        layers: taps to return.
     """
 
     def __init__(self, net: nn.Module, layers: Sequence[str]) -> None:
@@ -136,14 +136,24 @@ class LayerTaps(nn.Module):
         self.layers = [t for t in taps if t in layers]  # forward order
         end = max(i for i, (_, tap) in enumerate(steps) if tap in self.layers)
         self.steps = steps[: end + 1]
-        self.normalize = Normalize(*input_norm(net))
-        self.net = net
+        self.body = _nest(net, [p for p, _ in self.steps])
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.normalize(x)
+        x = self.body.get_submodule("normalize")(x)
         out = {}
         for path, tap in self.steps:
-            x = self.net.get_submodule(path)(x)
+            x = self.body.get_submodule(path)(x)
             if tap in self.layers:
-                out[tap] = x.mean(dim=(2, 3))
+                out[tap] = x
         return out
+
+
+class LayerTaps(TapMaps):
+    """:class:`TapMaps` average-pooled: ``(B, 3, H, W)`` in [0, 1] -> ``{tap: (B, C_tap)}``."""
+
+    @property
+    def normalize(self) -> nn.Module:
+        return self.body.get_submodule("normalize")
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {tap: m.mean(dim=(2, 3)) for tap, m in super().forward(x).items()}

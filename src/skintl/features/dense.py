@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
-from skintl.encoders.taps import truncated_backbone
+from skintl.encoders.taps import TapMaps, truncated_backbone
 from skintl.features.extract import to_input
 
 __all__ = ["truncated_backbone"]
@@ -40,7 +40,7 @@ __all__ = ["truncated_backbone"]
 log = logging.getLogger(__name__)
 
 
-def inference_trunk(trunk: nn.Sequential, device: str | torch.device = "cpu") -> nn.Module:
+def inference_trunk(trunk: nn.Module, device: str | torch.device = "cpu") -> nn.Module:
     """A copy of ``trunk`` for inference on ``device``: every batch norm folded into the
     convolution before it (torch.fx's ``fuse``; the same function to float tolerance, without a
     memory pass over each layer's activations, which costs most on whole photos) and weights in
@@ -87,9 +87,11 @@ class DenseGeometry:
 
     @property
     def pad(self) -> int:
-        """Reflection (px) around a photo before its pass: the least multiple of the stride
-        that holds a whole window beyond each edge."""
-        return math.ceil(self.size / self.stride) * self.stride
+        """Reflection (px) around a photo before its pass: the least multiple of
+        :func:`grid_multiple` that holds a whole window beyond each edge (the same for every tap
+        of an arch, so taps computed together and alone see the same extended photo)."""
+        m = grid_multiple(self.stride)
+        return math.ceil(self.size / m) * m
 
     @property
     def k(self) -> int:
@@ -101,6 +103,12 @@ class DenseGeometry:
         return np.floor(np.asarray(px) / self.stride + 0.5).astype(np.int64)
 
 
+def grid_multiple(stride: int) -> int:
+    """Extended photos, tiles and their halos are multiples of this many px (32, the deepest
+    stride of the supported archs, or the tap's stride where larger)."""
+    return max(32, stride)
+
+
 def geometry(trunk: nn.Sequential, stride: int, size: int) -> DenseGeometry:
     radius = receptive_field(trunk) // 2 + stride
     return DenseGeometry(stride, size, math.ceil(radius / stride) * stride)
@@ -108,19 +116,58 @@ def geometry(trunk: nn.Sequential, stride: int, size: int) -> DenseGeometry:
 
 def extend(photo: np.ndarray, geo: DenseGeometry) -> np.ndarray:
     """(H, W, 3) -> the photo every dense map is computed on: reflected by ``geo.pad`` px on
-    each side, then at the bottom and right up to a multiple of the stride, so every stride-2
-    convolution of a tile or of the whole photo sees an even size and TensorFlow-style "same"
-    padding (timm's ``tf_`` models) puts its cells on one grid."""
-    p, s = geo.pad, geo.stride
+    each side, then at the bottom and right up to a multiple of :func:`grid_multiple`, so every
+    stride-2 convolution of a tile or of the whole photo sees an even size and TensorFlow-style
+    "same" padding (timm's ``tf_`` models) puts its cells on one grid."""
+    p, m = geo.pad, grid_multiple(geo.stride)
     h, w = photo.shape[:2]
-    eh, ew = (-(h + 2 * p)) % s, (-(w + 2 * p)) % s
+    eh, ew = (-(h + 2 * p)) % m, (-(w + 2 * p)) % m
     return np.pad(photo, ((p, p + eh), (p, p + ew), (0, 0)), mode="reflect")
 
 
-def _forward(trunk: nn.Module, photo: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (C, H', W') float32 feature map on the CPU."""
+Maps = dict[str, torch.Tensor]
+
+
+def _forward(trunk: nn.Module, photo: np.ndarray, device: torch.device) -> Maps:
+    """(H, W, 3) uint8 -> {tap: (C, H / s, W / s)} float32 maps on the CPU; a trunk with one
+    output (:func:`truncated_backbone`) gives its map under the name ``""``."""
     x = torch.from_numpy(np.array(photo, dtype=np.uint8)).to(device)[None]  # writable copy
-    return trunk(to_input(x))[0].float().cpu()
+    out = trunk(to_input(x))
+    maps = out if isinstance(out, dict) else {"": out}
+    return {tap: m[0].float().cpu() for tap, m in maps.items()}
+
+
+@dataclass(frozen=True)
+class _Tile:
+    """A tile's core (px of the extended photo, from ``y0, x0``, ``t`` px square), the input
+    crop's origin ``iy0, ix0`` and the maps of that crop."""
+
+    y0: int
+    x0: int
+    t: int
+    iy0: int
+    ix0: int
+    maps: Maps
+
+
+def _tiles(
+    trunk: nn.Module, big: np.ndarray, geos: dict[str, DenseGeometry], tile: int,
+    extra: int, device: torch.device,
+) -> Iterator[_Tile]:  # fmt: skip
+    """Maps of ``big`` (an extended photo) tile by tile: cores of ``tile`` px (a multiple of the
+    deepest stride), each run with a halo of the largest receptive-field radius, and ``extra``
+    px beyond its bottom and right, so every cell a window starting in the core pools is exact
+    (equal to the one-pass map to float tolerance)."""
+    m = max(grid_multiple(g.stride) for g in geos.values())
+    t = math.ceil(tile / m) * m
+    halo = math.ceil(max(g.halo for g in geos.values()) / m) * m
+    extra = math.ceil(extra / m) * m
+    h, w = big.shape[:2]
+    for y0 in range(0, h, t):
+        for x0 in range(0, w, t):
+            iy0, ix0 = max(0, y0 - halo), max(0, x0 - halo)
+            iy1, ix1 = min(h, y0 + t + extra + halo), min(w, x0 + t + extra + halo)
+            yield _Tile(y0, x0, t, iy0, ix0, _forward(trunk, big[iy0:iy1, ix0:ix1], device))
 
 
 @torch.inference_mode()
@@ -138,50 +185,23 @@ def feature_map(
         trunk: :func:`truncated_backbone`; photo: (H, W, 3) uint8.
         tile: core size in px (rounded up to a multiple of the stride); None: one pass.
     """
-    h, w = (math.ceil(n / geo.stride) for n in photo.shape[:2])
-    full = _extended_map(trunk, extend(photo, geo), geo, tile, torch.device(device))
-    o = geo.pad // geo.stride
-    return full[:, o : o + h, o : o + w]
-
-
-def _extended_map(
-    trunk: nn.Module, big: np.ndarray, geo: DenseGeometry, tile: int | None, dev: torch.device
-) -> torch.Tensor:
-    """(C, H' / s, W' / s) map of an already extended photo, in one pass or tile by tile."""
+    s, o = geo.stride, geo.pad // geo.stride
+    h, w = (math.ceil(n / s) for n in photo.shape[:2])
+    big = extend(photo, geo)
+    dev = torch.device(device)
     if tile is None:
-        return _forward(trunk, big, dev)
-    chunks = list(_tiles(trunk, big, geo, tile, dev, extra_cells=0))
-    c = chunks[0][2].shape[0]
-    out = torch.empty((c, *(n // geo.stride for n in big.shape[:2])))
-    for cy, cx, core in chunks:
-        out[:, cy : cy + core.shape[1], cx : cx + core.shape[2]] = core
-    return out
-
-
-def _tiles(
-    trunk: nn.Module,
-    photo: np.ndarray,
-    geo: DenseGeometry,
-    tile: int,
-    device: torch.device,
-    extra_cells: int,
-) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """Yield ``(cell_y, cell_x, map)`` per tile: the exact map of the tile's core cells plus
-    ``extra_cells`` beyond its bottom and right edges (clipped to the photo)."""
-    s = geo.stride
-    t = math.ceil(tile / s) * s
-    h, w = photo.shape[:2]
-    hc, wc = math.ceil(h / s), math.ceil(w / s)
-    for y0 in range(0, h, t):
-        for x0 in range(0, w, t):
-            cy, cx = y0 // s, x0 // s
-            ny, nx = min(t // s + extra_cells, hc - cy), min(t // s + extra_cells, wc - cx)
-            iy0, ix0 = max(0, y0 - geo.halo), max(0, x0 - geo.halo)
-            iy1 = min(h, (cy + ny) * s + geo.halo)
-            ix1 = min(w, (cx + nx) * s + geo.halo)
-            fmap = _forward(trunk, photo[iy0:iy1, ix0:ix1], device)
-            oy, ox = cy - iy0 // s, cx - ix0 // s
-            yield cy, cx, fmap[:, oy : oy + ny, ox : ox + nx]
+        return _forward(trunk, big, dev)[""][:, o : o + h, o : o + w]
+    full: torch.Tensor | None = None
+    for tl in _tiles(trunk, big, {"": geo}, tile, 0, dev):
+        fmap = tl.maps[""]
+        if full is None:
+            full = torch.empty((fmap.shape[0], *(n // s for n in big.shape[:2])))
+        cy, cx, n = tl.y0 // s, tl.x0 // s, tl.t // s
+        oy, ox = cy - tl.iy0 // s, cx - tl.ix0 // s
+        core = fmap[:, oy : oy + n, ox : ox + n]
+        full[:, cy : cy + core.shape[1], cx : cx + core.shape[2]] = core
+    assert full is not None
+    return full[:, o : o + h, o : o + w]
 
 
 def _box_sum(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -203,6 +223,55 @@ def _pool_at(fmap: torch.Tensor, k: int, cy: np.ndarray, cx: np.ndarray) -> np.n
 
 
 @torch.inference_mode()
+def iter_tap_features(
+    trunk: nn.Module,
+    photo: np.ndarray,
+    geos: dict[str, DenseGeometry],
+    ys: np.ndarray,
+    xs: np.ndarray,
+    tile: int | None = 512,
+    device: str | torch.device = "cpu",
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Dense features of windows with top-left corners ``(ys[i], xs[i])`` in the photo's own
+    pixels (negative, or past the edge, for windows that reach outside it), for every tap of
+    ``trunk`` (:class:`~skintl.encoders.taps.TapMaps`, or one tap under ``""``), tile by tile.
+
+    The one function that computes a window's dense feature, for training (every tap from one
+    pass) and for scanning (one tap). Yields ``(indices, {tap: (n, C) float32})``, so a caller
+    can classify them and drop them before the next tile (bounded memory on 20+ megapixel
+    photos). ``project``, an affine map of each cell's features ((C, h, w) -> (C', h, w)), is
+    applied before the pooling, which it commutes with. Cells of a window beyond the extended
+    photo are left out of its mean.
+    """
+    dev = torch.device(device)
+    (pad,) = {g.pad for g in geos.values()}
+    big = extend(photo, next(iter(geos.values())))
+    yy, xx = np.asarray(ys) + pad, np.asarray(xs) + pad
+    cells = {tap: (g.cell(yy), g.cell(xx)) for tap, g in geos.items()}
+
+    def pooled(maps: Maps, idx: np.ndarray, oy: int, ox: int) -> dict[str, np.ndarray]:
+        out = {}
+        for tap, g in geos.items():
+            fmap = project(maps[tap]) if project else maps[tap]
+            cy, cx = cells[tap]
+            out[tap] = _pool_at(fmap, g.k, cy[idx] - oy // g.stride, cx[idx] - ox // g.stride)
+        return out
+
+    if tile is None:
+        yield np.arange(len(yy)), pooled(_forward(trunk, big, dev), np.arange(len(yy)), 0, 0)
+        return
+    extra = max(g.size + 2 * g.stride for g in geos.values())
+    # each window goes to the tile holding its corner (clipped to the extended photo)
+    ay, ax = np.clip(yy, 0, big.shape[0] - 1), np.clip(xx, 0, big.shape[1] - 1)
+    for tl in _tiles(trunk, big, geos, tile, extra, dev):
+        inside = (ay // tl.t == tl.y0 // tl.t) & (ax // tl.t == tl.x0 // tl.t)
+        idx = np.flatnonzero(inside)
+        if len(idx):
+            yield idx, pooled(tl.maps, idx, tl.iy0, tl.ix0)
+
+
+@torch.inference_mode()
 def iter_window_features(
     trunk: nn.Module,
     photo: np.ndarray,
@@ -213,33 +282,10 @@ def iter_window_features(
     device: str | torch.device = "cpu",
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Dense features of windows with top-left corners ``(ys[i], xs[i])`` in the photo's own
-    pixels (negative, or past the edge, for windows that reach outside it), tile by tile.
-
-    The one function that computes a window's dense feature, for training and for scanning.
-    Yields ``(indices, features)`` with features (n, C) float32, so a caller can classify them
-    and drop them before the next tile (bounded memory on 20+ megapixel photos). ``project``,
-    an affine map of each cell's features ((C, h, w) -> (C', h, w)), is applied before the
-    pooling, which it commutes with; the features are then (n, C'). Cells of a window beyond
-    the extended photo are left out of its mean.
-    """
-    dev = torch.device(device)
-    big = extend(photo, geo)
-    hc, wc = (n // geo.stride for n in big.shape[:2])
-    cy = np.clip(geo.cell(np.asarray(ys) + geo.pad), 0, hc - 1)
-    cx = np.clip(geo.cell(np.asarray(xs) + geo.pad), 0, wc - 1)
-    if tile is None:
-        fmap = _forward(trunk, big, dev)
-        fmap = project(fmap) if project else fmap
-        yield np.arange(len(ys)), _pool_at(fmap, geo.k, cy, cx)
-        return
-    t = math.ceil(tile / geo.stride)
-    for ty, tx, fmap in _tiles(trunk, big, geo, tile, dev, extra_cells=geo.k):
-        inside = (cy >= ty) & (cy < ty + t) & (cx >= tx) & (cx < tx + t)
-        idx = np.flatnonzero(inside)
-        if len(idx):
-            fmap = project(fmap) if project else fmap
-            yield idx, _pool_at(fmap, geo.k, cy[idx] - ty, cx[idx] - tx)
+    """:func:`iter_tap_features` of a one-tap trunk (:func:`truncated_backbone`): yields
+    ``(indices, (n, C) features)``."""
+    for idx, feats in iter_tap_features(trunk, photo, {"": geo}, ys, xs, tile, device, project):
+        yield idx, feats[""]
 
 
 def window_features(
@@ -263,7 +309,7 @@ def window_features(
 
 
 #: version of the pooling rule above; part of the features fingerprint in dense mode
-DENSE_RULE = "reflect-extended-round-origin-k-cells-v2"
+DENSE_RULE = "reflect-extended-32-round-origin-k-cells-v3"
 
 
 def dense_patch_features(
@@ -280,7 +326,8 @@ def dense_patch_features(
     device: str = "cpu",
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Dense features of training patches: every patch of one photo from one pass over it.
+    """Dense features of training patches: every tap of every patch of one photo from one
+    pass over it (tile by tile on large photos), by :func:`iter_tap_features`.
 
     Args:
         net: backbone; arch_strides: layer -> stride of its architecture.
@@ -296,20 +343,18 @@ def dense_patch_features(
     from skintl.features.extract import exact_fp32, resolve_device
 
     dev = resolve_device(device)
-    cut = {layer: truncated_backbone(net, layer) for layer in layers}
-    geos = {layer: geometry(cut[layer], arch_strides[layer], size) for layer in layers}
-    trunks = {layer: inference_trunk(cut[layer], dev) for layer in layers}
+    geos = {t: geometry(truncated_backbone(net, t), arch_strides[t], size) for t in layers}
+    trunk = inference_trunk(TapMaps(net, layers), dev)  # every tap from one pass
     out: dict[str, np.ndarray] = {}
     with exact_fp32(dev):
         for i in tqdm(np.unique(image_idx), desc="dense features", unit="photo",
                       disable=not progress):  # fmt: skip
             rows = np.flatnonzero(image_idx == i)
             photo = read_photo(photos[i])
-            for layer in layers:
-                f = window_features(
-                    trunks[layer], photo, geos[layer], ys[rows], xs[rows], tile, dev
-                )
-                if layer not in out:
-                    out[layer] = np.zeros((len(image_idx), f.shape[1]), np.float32)
-                out[layer][rows] = f
+            chunks = iter_tap_features(trunk, photo, geos, ys[rows], xs[rows], tile, dev)
+            for idx, feats in chunks:
+                for layer, f in feats.items():
+                    if layer not in out:
+                        out[layer] = np.zeros((len(image_idx), f.shape[1]), np.float32)
+                    out[layer][rows[idx]] = f
     return out

@@ -7,6 +7,7 @@ record no longer matches (other patches, weights or input size) or the array is 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -112,6 +113,7 @@ def run_features(cfg: StudyConfig, run_dir: Path, progress: bool = True) -> None
                 "patches_fingerprint": patches_fp,
                 "encoder": enc.model_dump(),
                 "layer": layer,
+                "tap": {"name": layer, **dataclasses.asdict(info[layer])},
                 "shape": list(feats[layer].shape),
                 "provenance": provenance,
                 "input_size": f.input_size,
