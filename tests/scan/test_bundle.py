@@ -106,3 +106,38 @@ def test_not_a_bundle_refused(tmp_path: Path) -> None:
         load_bundle(tmp_path / "e.pt")
     with pytest.raises(BundleError, match="bundle file not found"):
         load_bundle(tmp_path / "none.bundle")
+
+
+def test_a_timm_encoder_bundles_and_scans(tmp_path: Path) -> None:
+    """A bundle of an EfficientNet-Lite tap keeps the timm keys, loads strictly and scans."""
+    import numpy as np
+    import torch
+
+    from skintl.encoders.backbones import build_backbone, layer_info
+    from skintl.encoders.taps import truncated_backbone
+    from skintl.scan.bundle import load_bundle, save_bundle
+    from skintl.scan.head import Head
+    from skintl.scan.scanner import window_probabilities
+    from skintl.scan.windows import grid_windows
+
+    arch, layer = "tf_efficientnet_lite0", "blocks.2"
+    info = layer_info(arch)[layer]
+    torch.manual_seed(0)
+    trunk = truncated_backbone(build_backbone(arch), layer)
+    rng = np.random.default_rng(0)
+    head = Head(rng.normal(0, 1, info.channels), rng.uniform(0.5, 2, info.channels),
+                [rng.normal(0, 0.3, (3, info.channels))], [rng.normal(0, 0.3, 3)],
+                ["AK", "healthy", "SK"])  # fmt: skip
+    meta = {"arch": arch, "layer": layer, "layer_stride": info.stride,
+            "layer_channels": info.channels, "feature_mode": "dense", "patch_size": 32,
+            "input_size": None, "photo_short_side": None, "classifier": "logreg"}  # fmt: skip
+    save_bundle(tmp_path / "lite0.bundle", meta, trunk, head)
+    bundle = load_bundle(tmp_path / "lite0.bundle")
+    assert any(k.startswith("blocks.2.") for k in bundle.trunk.state_dict())
+    for k, v in trunk.state_dict().items():
+        assert torch.equal(bundle.trunk.state_dict()[k], v), k
+    photo = rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    win = grid_windows(np.ones((70, 90), bool), 32, 8, info.stride)
+    padded = np.pad(photo, ((win.pad, win.pad), (win.pad, win.pad), (0, 0)), mode="reflect")
+    probs = window_probabilities(bundle, padded, win, "dense", "cpu", tile=64)
+    assert probs.shape == (len(win), 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
