@@ -64,8 +64,8 @@ def test_recut_patches_with_the_same_count_are_not_paired_with_old_features(
     capsys.readouterr()
     assert _study(cfg, config, run, "evaluate") == 2
     err = capsys.readouterr().err
-    assert "computed from other patches" in err and "skintl features" in err
-    assert "Traceback" not in err
+    assert "changed: patches" in err and "rerun `skintl features CONFIG`" in err
+    assert "Traceback" not in err and err.count("\n") == 1
     # after the features stage, evaluate runs on features of the current patches
     assert _study(cfg, config, run, "features", "evaluate") == 0
 

@@ -169,6 +169,9 @@ class EncoderConfig(_Strict):
     #: this encoder's feature mode (None: ``features.mode``); two encoders with the same
     #: weights and different modes compare patch and dense features on the same folds
     mode: Literal["patch", "dense"] | None = None
+    #: a weights file pre-trained on some of the study's patients is refused; true accepts it
+    #: (the report warns). For ``pretrain:<name>`` the run's own setting also accepts it
+    allow_shared_patients: bool = False
 
     @model_validator(mode="after")
     def _known_arch(self) -> EncoderConfig:

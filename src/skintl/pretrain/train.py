@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -96,6 +96,7 @@ def pretrain(
     num_workers: int = 4,
     progress_bar: bool = True,
     callbacks: Sequence[Callback] = (),
+    record: Mapping[str, Any] | None = None,
     **method_kwargs: Any,
 ) -> Path:
     """Pre-train ``arch`` with ``method`` on ``images``; write and return ``out_dir/encoder.pt``.
@@ -121,6 +122,8 @@ def pretrain(
         num_workers: data loader workers per process.
         progress_bar: show Lightning's progress bar.
         callbacks: extra Lightning callbacks.
+        record: extra provenance for the encoder file, e.g. the source set's ``patients`` and
+            ``dataset`` (:func:`skintl.pretrain.patients.source_record`).
         **method_kwargs: the method factory's hyper-parameters (e.g. ``temperature``,
             ``queue_size``, ``key_momentum``, ``proj_dim``, ``weight_decay``).
 
@@ -180,6 +183,7 @@ def pretrain(
         for attr, key in _PROVENANCE_ATTRS.items():
             if hasattr(module, attr):
                 provenance[key] = float(getattr(module, attr))
+        provenance.update(record or {})
         save_encoder_file(path, arch, model.backbone.state_dict(), provenance)
         log.info("wrote %s (%.1f s)", path, seconds)
     return path
