@@ -99,7 +99,8 @@ def _check_reusable(run: PretrainRunConfig, source: StudyConfig, out_dir: Path) 
     if reason is not None:
         raise ConfigError(
             f"pretrain run {run.name!r}: the source data changed since {out_dir} was trained "
-            f"({reason}); give the run a new name, or delete that folder to train it again"
+            f"({reason}); give the run a new name, or delete that folder and rerun `skintl "
+            "study CONFIG` to train it again"
         )
 
 
@@ -121,7 +122,7 @@ def _checked_settings(
         raise ConfigError(
             f"pretrain run {run.name!r}: its settings or its source config "
             f"({run.source}) changed since {settings.parent} was made; give the run a new name, "
-            "or delete that folder to train it again"
+            "or delete that folder and rerun `skintl study CONFIG` to train it again"
         )
     return source, wanted
 
