@@ -264,6 +264,12 @@ def test_a_study_refuses_an_encoder_pretrained_on_its_patients(
     with caplog.at_level("WARNING"):
         assert main(["features", str(config), "--run-dir", str(run_dir)]) == 0
     assert "pre-trained on 3 of the study's 3 patients (allow_shared_patients: true)" in caplog.text
+    from skintl.report.context import run_warnings
+
+    assert run_warnings(run_dir) == [
+        f"encoder enc ({out / 'encoder.pt'}) was pre-trained on 3 of the study's patients "
+        "(allow_shared_patients: true): it saw skin of patients it is tested on"
+    ]
 
 
 def test_an_imported_encoder_without_patients_warns(

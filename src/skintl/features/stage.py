@@ -108,7 +108,12 @@ def _checked_weights(cfg: StudyConfig, run_dir: Path) -> dict[str, str]:
         run = runs.get(enc.weights)
         allowed = enc.allow_shared_patients or (run is not None and run.allow_shared_patients)
         _, _, provenance = read_encoder_file(Path(weights))
-        check_encoder_patients(enc.name, weights, provenance, cfg, run_dir, allowed)
+        shared = check_encoder_patients(enc.name, weights, provenance, cfg, run_dir, allowed)
+        overlap = run_dir / "features" / enc.name / "overlap.json"
+        if shared and run is None:  # a study's own runs record theirs in pretrain/
+            write_json({"shared_patients": shared, "weights": weights}, overlap)
+        else:
+            overlap.unlink(missing_ok=True)
     return out
 
 
