@@ -88,11 +88,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from skintl.evaluation.stage import check_evaluation
     from skintl.report.html import write_report
+    from skintl.scan.stage import check_scan
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "evaluation" / "metrics.csv").is_file():
         raise ConfigError(f"{run_dir}: no evaluation results; run `skintl study CONFIG` first")
-    check_evaluation(load_config(run_dir / "config.yaml"), run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    check_evaluation(cfg, run_dir)
+    check_scan(cfg, run_dir)
     path = write_report(run_dir, n_boot=args.n_boot)
     print(f"report: {path}")
     return 0
