@@ -185,7 +185,11 @@ def _add_weights(sub: argparse._SubParsersAction, full: bool) -> None:
     imp.add_argument("file", help="checkpoint to convert")
     imp.add_argument("--format", required=True, choices=IMPORTERS.names())
     imp.add_argument("-o", "--output", required=True, help="skintl encoder file to write")
-    imp.add_argument("--arch", help="resnet18 or resnet50 (default: inferred from the tensors)")
+    imp.add_argument(
+        "--arch",
+        help="resnet18, resnet50 or a timm name such as tf_efficientnet_lite0 (default: the "
+        "file's own, or inferred from the tensors)",
+    )
     imp.add_argument(
         "--trust",
         action="store_true",

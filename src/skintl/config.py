@@ -163,28 +163,34 @@ class PatchConfig(_Strict):
 
 class EncoderConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    #: resnet18 / resnet50 (torchvision) or any timm model name (e.g. tf_efficientnet_lite0)
     arch: str
     #: "random", "imagenet", or the path of a skintl encoder file
     weights: str = "random"
     #: this encoder's feature mode (None: ``features.mode``); two encoders with the same
     #: weights and different modes compare patch and dense features on the same folds
     mode: Literal["patch", "dense"] | None = None
+    #: this encoder's taps (None: ``features.layers``); "all": every tap of its arch
+    layers: list[str] | Literal["all"] | None = None
     #: a weights file pre-trained on some of the study's patients is refused; true accepts it
     #: (the report warns). For ``pretrain:<name>`` the run's own setting also accepts it
     allow_shared_patients: bool = False
 
     @model_validator(mode="after")
     def _known_arch(self) -> EncoderConfig:
-        from skintl.encoders.backbones import BACKBONES  # torch: imported when a config is read
+        from skintl.encoders.backbones import check_arch  # torch: imported when a config is read
 
-        if self.arch not in BACKBONES:
-            raise ValueError(f"unknown arch {self.arch!r}; valid: {', '.join(BACKBONES.names())}")
+        check_arch(self.arch)
         return self
 
 
 class FeatureConfig(_Strict):
     encoders: list[EncoderConfig] = Field(min_length=1)
-    layers: list[str] = Field(default_factory=lambda: ["layer1", "layer2", "layer3", "layer4"])
+    #: taps of every encoder that lists none itself; "all": every tap of each encoder's arch
+    #: (ResNets: stem, layer1..layer4; timm EfficientNets: blocks.0..blocks.6)
+    layers: list[str] | Literal["all"] = Field(
+        default_factory=lambda: ["layer1", "layer2", "layer3", "layer4"]
+    )
     #: resize patches to this many pixels before the encoder (None: keep the patch size)
     input_size: int | None = Field(None, ge=8)
     batch_size: int = Field(256, ge=1)
@@ -201,13 +207,18 @@ class FeatureConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> FeatureConfig:
-        from skintl.encoders.backbones import LAYERS
+        from skintl.encoders.backbones import layer_info
         from skintl.features.handcrafted import HANDCRAFTED
 
         _check_names(HANDCRAFTED, self.handcrafted)
-        bad = [layer for layer in self.layers if layer not in LAYERS]
-        if bad:
-            raise ValueError(f"unknown layers {bad}; valid: {', '.join(LAYERS)}")
+        for enc in self.encoders:
+            taps = list(layer_info(enc.arch))
+            bad = [layer for layer in self.encoder_layers(enc) if layer not in taps]
+            if bad:
+                raise ValueError(
+                    f"encoder {enc.name!r} ({enc.arch}) has no layers {bad}; its taps are "
+                    f"{', '.join(taps)} (or layers: all)"
+                )
         dense = [e.name for e in self.encoders if (e.mode or self.mode) == "dense"]
         if dense and self.input_size is not None:
             raise ValueError(
@@ -218,6 +229,19 @@ class FeatureConfig(_Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"encoder names must be unique, got {names}")
         return self
+
+
+    def encoder_layers(self, enc: EncoderConfig) -> list[str]:
+        """The taps computed for ``enc``, in its arch's forward order when ``all``."""
+        layers = enc.layers if enc.layers is not None else self.layers
+        if layers == "all":
+            from skintl.encoders.backbones import layer_info
+
+            return list(layer_info(enc.arch))
+        return list(layers)
+
+    def encoder(self, name: str) -> EncoderConfig | None:
+        return next((e for e in self.encoders if e.name == name), None)
 
 
 class SplitConfig(_Strict):
@@ -303,6 +327,9 @@ class PretrainRunConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     method: Literal["supervised", "simclr", "moco"]
     arch: str = "resnet18"
+    #: starting weights: "random", "imagenet" (supervised ImageNet, then this method in the
+    #: domain: Azizi et al. 2021, REMEDIS 2023) or a skintl encoder file (relative to the config)
+    init: str = "random"
     #: study config whose data and patches sections give the source set (relative to this file)
     source: Path
     input: Literal["patches", "images"] = "patches"
@@ -398,22 +425,27 @@ class StudyConfig(_Strict):
                     f"{where} maps to unknown classes {unknown}; declared classes are "
                     f"{self.classes} (add them to `classes:` or fix the spelling)"
                 )
-        from skintl.encoders.backbones import LAYERS
+        from skintl.encoders.backbones import layer_info
 
-        encoder_names = {e.name for e in self.features.encoders}
+        f = self.features
+        encoder_names = {e.name for e in f.encoders}
         for ft in self.evaluation.finetune:
-            if ft.encoder not in encoder_names or ft.layer not in LAYERS:
+            enc = f.encoder(ft.encoder)
+            if enc is None or ft.layer not in layer_info(enc.arch):
                 raise ValueError(
                     f"evaluation.finetune: encoder {ft.encoder!r} / layer {ft.layer!r} unknown; "
-                    f"encoders are {sorted(encoder_names)}, layers {list(LAYERS)}"
+                    f"encoders are {sorted(encoder_names)}"
+                    + (f", taps of {enc.arch}: {list(layer_info(enc.arch))}" if enc else "")
                 )
         sc = self.scan
         if sc is not None:
             for name in (sc.encoder, sc.patch_encoder or sc.encoder):
-                if name not in encoder_names or sc.layer not in self.features.layers:
+                enc = f.encoder(name)
+                if enc is None or sc.layer not in f.encoder_layers(enc):
                     raise ValueError(
                         f"scan: encoder {name!r} / layer {sc.layer!r} has no features; "
-                        f"encoders are {sorted(encoder_names)}, layers {self.features.layers}"
+                        f"encoders are {sorted(encoder_names)}"
+                        + (f", layers of {name}: {f.encoder_layers(enc)}" if enc else "")
                     )
         runs = {r.name: r for r in self.pretrain}
         for enc in self.features.encoders:
@@ -472,6 +504,20 @@ def parse_config(
     return _resolve_paths(cfg, base_dir or Path.cwd(), source)
 
 
+def _weights_path(weights: str, base: Path, where: str) -> str:
+    """``random`` / ``imagenet`` as they are; a weights file resolved against ``base``."""
+    if weights in ("random", "imagenet"):
+        return weights
+    p = Path(weights)
+    p = p if p.is_absolute() else (base / p).resolve()
+    if not p.is_file():
+        raise ConfigError(
+            f"{where} file {p} does not exist (use 'random', 'imagenet' or the path of a file "
+            "made by `skintl weights import`)"
+        )
+    return str(p)
+
+
 def _resolve_paths(cfg: StudyConfig, base: Path, source: str) -> StudyConfig:
     data = cfg.data
     if data.root is not None:
@@ -490,19 +536,13 @@ def _resolve_paths(cfg: StudyConfig, base: Path, source: str) -> StudyConfig:
         src = run.source if run.source.is_absolute() else (base / run.source).resolve()
         if not src.is_file():
             raise ConfigError(f"{source}: pretrain run {run.name!r}: source config {src} not found")
-        runs.append(run.model_copy(update={"source": src}))
+        init = _weights_path(run.init, base, f"{source}: pretrain run {run.name!r}: init")
+        runs.append(run.model_copy(update={"source": src, "init": init}))
     encoders = []
     for enc in cfg.features.encoders:
-        if enc.weights not in ("random", "imagenet") and not enc.weights.startswith("pretrain:"):
-            p = Path(enc.weights)
-            p = p if p.is_absolute() else (base / p).resolve()
-            if not p.is_file():
-                raise ConfigError(
-                    f"{source}: encoder {enc.name!r}: weights file {p} does not exist "
-                    "(use 'random', 'imagenet' or the path of a file made by "
-                    "`skintl weights import`)"
-                )
-            enc = enc.model_copy(update={"weights": str(p)})
+        if not enc.weights.startswith("pretrain:"):
+            weights = _weights_path(enc.weights, base, f"{source}: encoder {enc.name!r}: weights")
+            enc = enc.model_copy(update={"weights": weights})
         encoders.append(enc)
     features = cfg.features.model_copy(update={"encoders": encoders})
     return cfg.model_copy(update={"data": data, "features": features, "pretrain": runs})

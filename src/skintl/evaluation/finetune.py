@@ -1,4 +1,4 @@
-"""End-to-end fine-tuning of a ResNet truncated after one block, as a scikit-learn classifier.
+"""End-to-end fine-tuning of an encoder truncated after one tap, as a scikit-learn classifier.
 
 Unlike the other classifiers, which take cached pooled features ``(N, d)``, this one takes the
 PATCHES ``(N, H, W, 3)`` uint8 and trains ``stem..layer`` + global average pooling + a head with
@@ -23,21 +23,18 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
-from torchvision.models import ResNet
 
-from skintl.encoders.backbones import LAYERS, layer_info, load_backbone
+from skintl.encoders.backbones import layer_info, load_backbone
+from skintl.encoders.taps import truncated_backbone
 from skintl.evaluation.splits import validation_split
 from skintl.features.extract import to_input
 from skintl.pretrain.train import default_precision, uses_cuda
 
 
-def truncate(net: ResNet, layer: str) -> nn.Sequential:
-    """``stem..layer`` of ``net`` (shared weights): (B, 3, H, W) -> (B, C_layer, H', W')."""
-    if layer not in LAYERS:
-        raise KeyError(f"unknown layer {layer!r}; valid: {', '.join(LAYERS)}")
-    blocks = [net.conv1, net.bn1, net.relu, net.maxpool]
-    blocks += [getattr(net, name) for name in LAYERS[1 : LAYERS.index(layer) + 1]]
-    return nn.Sequential(*blocks)
+def truncate(net: nn.Module, layer: str) -> nn.Sequential:
+    """Normalisation + ``net`` up to the tap ``layer`` (shared weights): (B, 3, H, W) in [0, 1]
+    -> (B, C_layer, H', W')."""
+    return truncated_backbone(net, layer)
 
 
 class GlobalAvgPool(nn.Module):

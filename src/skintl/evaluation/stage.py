@@ -286,8 +286,8 @@ def _finetune_cell(
         validation_fraction=cfg.evaluation.splits.validation_fraction, seed=cfg.seed,
         input_size=cfg.features.input_size,
     )  # fmt: skip
-    fp = {"patches": patches_fp, "weights": weights_id(weights, cfg.seed), "clf": "finetune",
-          "params": _params(est)}  # fmt: skip
+    fp = {"patches": patches_fp, "weights": weights_id(weights, cfg.seed, enc.arch),
+          "clf": "finetune", "params": _params(est)}  # fmt: skip
     return Cell(ft.encoder, ft.layer, "finetune", lambda: np.asarray(load_patches(run_dir)[0]),
                 est, fp, patches_fp)  # fmt: skip
 
@@ -296,7 +296,7 @@ def _cells(cfg: StudyConfig, run_dir: Path, patches_fp: str) -> list[Cell]:
     """Every cell of the study, in table order, sharing the same folds; each one's features
     checked against the config (:func:`~skintl.features.stage.checked_record`)."""
     e, f = cfg.evaluation, cfg.features
-    specs = [(enc.name, layer, clf) for enc in f.encoders for layer in f.layers
+    specs = [(enc.name, layer, clf) for enc in f.encoders for layer in f.encoder_layers(enc)
              for clf in e.classifiers]  # fmt: skip
     specs += [(n, HANDCRAFTED_LAYER, clf) for n in f.handcrafted
               for clf in e.handcrafted_classifiers]  # fmt: skip

@@ -7,6 +7,12 @@ isolated patch, it sees the photo around the window (receptive field, no zero pa
 patch border), so a classifier must be trained on dense features to be used on them
 (``features.mode: dense``).
 
+One feature path: every map is computed on the photo *extended* by :func:`extend` (reflected
+by ``DenseGeometry.pad`` px on every side, and to a multiple of the stride), whether for
+training patches (:func:`dense_patch_features`), for scanning or for the cells of
+:func:`feature_map`, so a training patch's feature equals the scan's feature of the same window,
+at the photo's borders too.
+
 Large photos run in tiles whose origins are multiples of the layer's stride, each with a halo of
 at least the layer's receptive-field radius: a tile's core cells then equal the one-pass map to
 float tolerance, and memory stays bounded by the tile size.
@@ -15,8 +21,8 @@ float tolerance, and memory stays bounded by the tile size.
 from __future__ import annotations
 
 import copy
+import logging
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -25,23 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.fx.experimental.optimization import fuse
-from torchvision.models import ResNet
 
-from skintl.encoders.backbones import LAYERS
+from skintl.encoders.taps import truncated_backbone
 from skintl.features.extract import to_input
 
+__all__ = ["truncated_backbone"]
 
-def truncated_backbone(net: ResNet, layer: str) -> nn.Sequential:
-    """``net`` up to and including ``layer``, as a module whose state-dict keys are the
-    backbone's own (``conv1.weight``, ``layer1.0.conv1.weight``, ...)."""
-    if layer not in LAYERS:
-        raise KeyError(f"unknown layer {layer!r}; valid: {', '.join(LAYERS)}")
-    parts: dict[str, nn.Module] = {
-        "conv1": net.conv1, "bn1": net.bn1, "relu": net.relu, "maxpool": net.maxpool,
-    }  # fmt: skip
-    for name in LAYERS[1 : LAYERS.index(layer) + 1]:
-        parts[name] = getattr(net, name)
-    return nn.Sequential(OrderedDict(parts)).eval()
+log = logging.getLogger(__name__)
 
 
 def inference_trunk(trunk: nn.Sequential, device: str | torch.device = "cpu") -> nn.Module:
@@ -49,15 +45,20 @@ def inference_trunk(trunk: nn.Sequential, device: str | torch.device = "cpu") ->
     convolution before it (torch.fx's ``fuse``; the same function to float tolerance, without a
     memory pass over each layer's activations, which costs most on whole photos) and weights in
     channels-last memory, the layout of :func:`~skintl.features.extract.to_input`."""
-    fused = fuse(copy.deepcopy(trunk).eval())
-    return fused.to(device).to(memory_format=torch.channels_last)
+    net: nn.Module = copy.deepcopy(trunk).eval()
+    try:
+        net = fuse(net)
+    except Exception as e:  # e.g. timm's TF "same" padding, which torch.fx cannot trace
+        log.debug("batch norms not folded (%s: %s); running the trunk as it is", type(e), e)
+    return net.to(device).to(memory_format=torch.channels_last)
 
 
 def receptive_field(trunk: nn.Sequential) -> int:
     """Receptive field (input px) of the last output of ``trunk`` along its longest path.
 
     The residual branches (3x3 convolutions) dominate the shortcuts, so walking every
-    convolution and pooling in order gives the exact field of a torchvision ResNet.
+    convolution and pooling in order gives the exact field of a torchvision ResNet, and of
+    timm's EfficientNets (whose shortcuts are identities).
     """
     rf, jump = 1, 1
     for m in trunk.modules():
@@ -85,6 +86,12 @@ class DenseGeometry:
     halo: int
 
     @property
+    def pad(self) -> int:
+        """Reflection (px) around a photo before its pass: the least multiple of the stride
+        that holds a whole window beyond each edge."""
+        return math.ceil(self.size / self.stride) * self.stride
+
+    @property
     def k(self) -> int:
         """Cells per window side."""
         return max(1, round(self.size / self.stride))
@@ -97,6 +104,17 @@ class DenseGeometry:
 def geometry(trunk: nn.Sequential, stride: int, size: int) -> DenseGeometry:
     radius = receptive_field(trunk) // 2 + stride
     return DenseGeometry(stride, size, math.ceil(radius / stride) * stride)
+
+
+def extend(photo: np.ndarray, geo: DenseGeometry) -> np.ndarray:
+    """(H, W, 3) -> the photo every dense map is computed on: reflected by ``geo.pad`` px on
+    each side, then at the bottom and right up to a multiple of the stride, so every stride-2
+    convolution of a tile or of the whole photo sees an even size and TensorFlow-style "same"
+    padding (timm's ``tf_`` models) puts its cells on one grid."""
+    p, s = geo.pad, geo.stride
+    h, w = photo.shape[:2]
+    eh, ew = (-(h + 2 * p)) % s, (-(w + 2 * p)) % s
+    return np.pad(photo, ((p, p + eh), (p, p + ew), (0, 0)), mode="reflect")
 
 
 def _forward(trunk: nn.Module, photo: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -113,21 +131,28 @@ def feature_map(
     tile: int | None = None,
     device: str | torch.device = "cpu",
 ) -> torch.Tensor:
-    """The layer's feature map of a whole photo: (C, ceil(H / s), ceil(W / s)).
+    """The layer's map of a whole photo's cells: (C, ceil(H / s), ceil(W / s)), cell ``(i, j)``
+    covering the photo's pixels from ``(i s, j s)``, computed on :func:`extend` of the photo.
 
     Args:
         trunk: :func:`truncated_backbone`; photo: (H, W, 3) uint8.
         tile: core size in px (rounded up to a multiple of the stride); None: one pass.
     """
-    dev = torch.device(device)
-    if tile is None:
-        return _forward(trunk, photo, dev)
-    chunks = [
-        (cy, cx, core) for cy, cx, core in _tiles(trunk, photo, geo, tile, dev, extra_cells=0)
-    ]
-    c = chunks[0][2].shape[0]
     h, w = (math.ceil(n / geo.stride) for n in photo.shape[:2])
-    out = torch.empty((c, h, w))
+    full = _extended_map(trunk, extend(photo, geo), geo, tile, torch.device(device))
+    o = geo.pad // geo.stride
+    return full[:, o : o + h, o : o + w]
+
+
+def _extended_map(
+    trunk: nn.Module, big: np.ndarray, geo: DenseGeometry, tile: int | None, dev: torch.device
+) -> torch.Tensor:
+    """(C, H' / s, W' / s) map of an already extended photo, in one pass or tile by tile."""
+    if tile is None:
+        return _forward(trunk, big, dev)
+    chunks = list(_tiles(trunk, big, geo, tile, dev, extra_cells=0))
+    c = chunks[0][2].shape[0]
+    out = torch.empty((c, *(n // geo.stride for n in big.shape[:2])))
     for cy, cx, core in chunks:
         out[:, cy : cy + core.shape[1], cx : cx + core.shape[2]] = core
     return out
@@ -188,23 +213,28 @@ def iter_window_features(
     device: str | torch.device = "cpu",
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Dense features of windows with top-left corners ``(ys[i], xs[i])``, tile by tile.
+    """Dense features of windows with top-left corners ``(ys[i], xs[i])`` in the photo's own
+    pixels (negative, or past the edge, for windows that reach outside it), tile by tile.
 
+    The one function that computes a window's dense feature, for training and for scanning.
     Yields ``(indices, features)`` with features (n, C) float32, so a caller can classify them
     and drop them before the next tile (bounded memory on 20+ megapixel photos). ``project``,
     an affine map of each cell's features ((C, h, w) -> (C', h, w)), is applied before the
-    pooling, which it commutes with; the features are then (n, C').
+    pooling, which it commutes with; the features are then (n, C'). Cells of a window beyond
+    the extended photo are left out of its mean.
     """
     dev = torch.device(device)
-    hc, wc = (math.ceil(n / geo.stride) for n in photo.shape[:2])
-    cy, cx = np.clip(geo.cell(ys), 0, hc - 1), np.clip(geo.cell(xs), 0, wc - 1)
+    big = extend(photo, geo)
+    hc, wc = (n // geo.stride for n in big.shape[:2])
+    cy = np.clip(geo.cell(np.asarray(ys) + geo.pad), 0, hc - 1)
+    cx = np.clip(geo.cell(np.asarray(xs) + geo.pad), 0, wc - 1)
     if tile is None:
-        fmap = _forward(trunk, photo, dev)
+        fmap = _forward(trunk, big, dev)
         fmap = project(fmap) if project else fmap
         yield np.arange(len(ys)), _pool_at(fmap, geo.k, cy, cx)
         return
     t = math.ceil(tile / geo.stride)
-    for ty, tx, fmap in _tiles(trunk, photo, geo, tile, dev, extra_cells=geo.k):
+    for ty, tx, fmap in _tiles(trunk, big, geo, tile, dev, extra_cells=geo.k):
         inside = (cy >= ty) & (cy < ty + t) & (cx >= tx) & (cx < tx + t)
         idx = np.flatnonzero(inside)
         if len(idx):
@@ -233,11 +263,11 @@ def window_features(
 
 
 #: version of the pooling rule above; part of the features fingerprint in dense mode
-DENSE_RULE = "round-origin-k-cells-v1"
+DENSE_RULE = "reflect-extended-round-origin-k-cells-v2"
 
 
 def dense_patch_features(
-    net: ResNet,
+    net: nn.Module,
     arch_strides: dict[str, int],
     photos: list[str],
     image_idx: np.ndarray,

@@ -9,52 +9,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import ResNet
 from tqdm import tqdm
 
 from skintl.config import ConfigError
-from skintl.encoders.backbones import LAYERS
+from skintl.encoders.taps import IMAGENET_MEAN, IMAGENET_STD, LayerTaps
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class LayerTaps(nn.Module):
-    """Runs a ResNet once, up to the deepest requested block, and pools each requested block.
-
-    Args:
-        net: a torchvision ResNet (its ``fc`` and final pooling are never run).
-        layers: blocks to tap, a subset of :data:`LAYERS`.
-    """
-
-    def __init__(self, net: ResNet, layers: Sequence[str]) -> None:
-        super().__init__()
-        unknown = [layer for layer in layers if layer not in LAYERS]
-        if unknown:
-            raise KeyError(f"unknown layers {unknown}; valid: {', '.join(LAYERS)}")
-        self.net = net
-        self.layers = [layer for layer in LAYERS if layer in layers]  # forward order
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, 3, H, W) normalised images -> {layer: (B, C_layer)} pooled features."""
-        n = self.net
-        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
-        out = {}
-        if "stem" in self.layers:
-            out["stem"] = x.mean(dim=(2, 3))
-        for name in LAYERS[1:]:
-            if len(out) == len(self.layers):
-                break  # deeper blocks are not needed
-            x = getattr(n, name)(x)
-            if name in self.layers:
-                out[name] = x.mean(dim=(2, 3))
-        return out
-
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LayerTaps", "extract_features", "to_input"]
 
 def preprocess(
     batch: np.ndarray, input_size: int | None = None, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, S, S) float32, ImageNet-normalised, channels_last.
+    """(B, H, W, 3) uint8 -> (B, 3, S, S) float32 in [0, 1], channels_last (the encoder's
+    taps and trunks normalise it for their arch).
 
     ``input_size`` resizes bilinearly (with antialiasing when shrinking). The uint8 batch moves
     to ``device`` first, so a GPU does the conversion.
@@ -65,16 +31,15 @@ def preprocess(
 
 
 def to_input(x: torch.Tensor, input_size: int | None = None) -> torch.Tensor:
-    """(B, H, W, 3) uint8 tensor -> (B, 3, S, S) float32, ImageNet-normalised, channels_last,
-    on ``x``'s device; :func:`preprocess` for numpy batches."""
+    """(B, H, W, 3) uint8 tensor -> (B, 3, S, S) float32 in [0, 1], channels_last, on ``x``'s
+    device; :func:`preprocess` for numpy batches. Normalisation is the first module of every
+    :class:`~skintl.encoders.taps.LayerTaps` and trunk, so it follows the arch."""
     x = x.permute(0, 3, 1, 2).float().div_(255.0)
     if input_size is not None and input_size != x.shape[-1]:
         x = F.interpolate(
             x, size=(input_size, input_size), mode="bilinear", antialias=True, align_corners=False
         )
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -109,7 +74,7 @@ def exact_fp32(device: torch.device) -> Iterator[None]:
 
 @torch.inference_mode()
 def extract_features(
-    net: ResNet,
+    net: nn.Module,
     patches: np.ndarray,
     layers: Sequence[str],
     batch_size: int = 256,
@@ -123,7 +88,7 @@ def extract_features(
     Args:
         net: backbone (put in eval mode here; its weights are not changed).
         patches: (N, H, W, 3) uint8 patches.
-        layers: blocks to tap.
+        layers: taps (:func:`~skintl.encoders.backbones.layer_info`).
         batch_size: patches per forward pass.
         input_size: optional resize before the encoder.
         device: "cpu", "cuda", "cuda:N" or "auto". On CUDA the pass runs in full fp32 (TF32

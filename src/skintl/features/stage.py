@@ -17,7 +17,7 @@ import torch
 
 from skintl.config import ConfigError, EncoderConfig, StudyConfig
 from skintl.data.stage import check_patches, load_patches
-from skintl.encoders.backbones import layer_info, load_backbone, read_encoder_file
+from skintl.encoders.backbones import imagenet_id, layer_info, load_backbone, read_encoder_file
 from skintl.features.dense import DENSE_RULE, dense_patch_features
 from skintl.features.extract import extract_features
 from skintl.features.handcrafted import HANDCRAFTED_LAYER, handcrafted_features
@@ -37,11 +37,12 @@ from skintl.rundir import (
 log = logging.getLogger(__name__)
 
 
-def weights_id(weights: str, seed: int) -> str:
+def weights_id(weights: str, seed: int, arch: str = "resnet50") -> str:
+    """What fingerprints record of an encoder's weights: seed, ImageNet source or file hash."""
     if weights == "random":
         return f"random-seed{seed}"
     if weights == "imagenet":
-        return "torchvision-imagenet1k-v1"
+        return imagenet_id(arch)
     return sha256_file(Path(weights))
 
 
@@ -54,7 +55,7 @@ def encoder_inputs(
     return {
         "patches": patches_fp,
         "arch": enc.arch,
-        "weights": weights_id(weights, cfg.seed),
+        "weights": weights_id(weights, cfg.seed, enc.arch),
         "input_size": cfg.features.input_size,
         "mode": mode,
         "dense_rule": DENSE_RULE if mode == "dense" else None,
@@ -134,7 +135,7 @@ def run_features(cfg: StudyConfig, run_dir: Path, progress: bool = True) -> None
         info = layer_info(enc.arch)
         missing = [
             layer
-            for layer in f.layers
+            for layer in f.encoder_layers(enc)
             if not _is_valid(folder, layer, fp, (len(index), info[layer].channels))
         ]
         if not missing:

@@ -35,6 +35,8 @@ class AugmentConfig:
         blur_p: probability of a Gaussian blur with sigma in [0.1, 2] and a kernel of ~10% of
             ``size`` (SimCLR: 0.5).
         rotate90: random multiples of 90 degrees and vertical flips.
+        mean, std: input normalisation of the backbone's weights (set from the arch by
+            :func:`skintl.pretrain.train.pretrain`).
     """
 
     size: int = 224
@@ -44,6 +46,8 @@ class AugmentConfig:
     grayscale_p: float = 0.0
     blur_p: float = 0.5
     rotate90: bool = True
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
 
 
 class RandomRot90:
@@ -59,7 +63,8 @@ def _blur_kernel(size: int) -> int:
 
 
 def view_transform(cfg: AugmentConfig | None = None) -> Transform:
-    """One random view: uint8 ``(H, W, 3)`` array -> float32 ``(3, S, S)``, ImageNet-normalised."""
+    """One random view: uint8 ``(H, W, 3)`` array -> float32 ``(3, S, S)``, normalised by
+    ``cfg.mean`` / ``cfg.std``."""
     cfg = cfg or AugmentConfig()
     s = cfg.color_strength
     steps: list[Callable[..., object]] = [
@@ -79,7 +84,7 @@ def view_transform(cfg: AugmentConfig | None = None) -> Transform:
     if cfg.blur_p > 0:
         blur = v2.GaussianBlur(kernel_size=_blur_kernel(cfg.size), sigma=(0.1, 2.0))
         steps.append(v2.RandomApply([blur], p=cfg.blur_p))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg.mean, cfg.std)]
     if cfg.rotate90:
         steps.append(RandomRot90())  # after Normalize: per-channel ops commute with rotation
     compose: Transform = v2.Compose(steps)

@@ -47,7 +47,10 @@ def _devices(text: str) -> int | str | list[int]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of ``skintl pretrain`` to ``p`` (data options are the caller's)."""
     p.add_argument("--method", required=True, choices=METHOD_NAMES)
-    p.add_argument("--arch", default="resnet18", choices=BACKBONES.names())
+    p.add_argument("--arch", default="resnet18",
+                   help=f"{', '.join(BACKBONES.names())} or a timm name (tf_efficientnet_lite0)")
+    p.add_argument("--init", default="random",
+                   help="starting weights: random, imagenet or a skintl encoder file")
     p.add_argument("--out-dir", required=True, type=Path, help="run folder for this encoder")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=256, help="per process")
@@ -103,5 +106,5 @@ def run_from_args(
         accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
         num_nodes=args.num_nodes, precision=args.precision, seed=args.seed, resume=args.resume,
         augment=augment, num_workers=args.num_workers, progress_bar=args.progress_bar,
-        record=record, **method_kwargs(args),
+        init=args.init, record=record, **method_kwargs(args),
     )  # fmt: skip

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from skintl.encoders.backbones import layer_info
+from skintl.encoders.backbones import pooled_dim
 from skintl.registry import Registry
 
 #: name -> factory ``(arch, num_classes=None, **hyper_parameters) -> LightningModule``. Each
@@ -37,8 +37,9 @@ class MethodModule(Protocol):
 
 
 def feature_dim(arch: str) -> int:
-    """Pooled feature width of ``arch``'s backbone: 512 (ResNet-18) or 2048 (ResNet-50)."""
-    return layer_info(arch)["layer4"].channels
+    """Pooled feature width of ``arch``'s backbone: 512 (ResNet-18), 2048 (ResNet-50), 1280
+    (EfficientNet-Lite)."""
+    return pooled_dim(arch)
 
 
 def gather(module: L.LightningModule, x: Tensor, sync_grads: bool) -> Tensor:

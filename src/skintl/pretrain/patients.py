@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,10 @@ from skintl.config import ConfigError, DataConfig, StudyConfig, load_config
 from skintl.data.stage import check_manifest, load_manifest
 
 log = logging.getLogger(__name__)
+
+#: provenance methods of weights that saw no patient of any skin dataset (random init,
+#: torchvision's or timm's ImageNet weights)
+BUILT_IN = ("random", "supervised-imagenet")
 
 
 def dataset_identity(data: DataConfig) -> dict[str, Any]:
@@ -70,27 +75,40 @@ def patients_of(study: Path) -> tuple[StudyConfig, set[str]]:
     return cfg, set(manifest["patient_id"].astype(str))
 
 
+def _lineage(provenance: Any) -> Iterator[dict[str, Any]]:
+    """An encoder's provenance, then that of the weights its pre-training started from
+    (``init``), and so on: each one saw its own source set's patients."""
+    while isinstance(provenance, dict):
+        yield provenance
+        provenance = provenance.get("init")
+
+
 def check_encoder_patients(
     name: str, weights: str, provenance: dict[str, Any], cfg: StudyConfig, run_dir: Path,
     allowed: bool,
 ) -> int:  # fmt: skip
-    """How many of the study's patients encoder ``name`` was pre-trained on (0 when unknown).
+    """How many of the study's patients encoder ``name`` (or the weights it was pre-trained
+    from) was pre-trained on; 0 when that is unknown, which is logged as a warning.
 
     Raises:
         ConfigError: when it shares patients with the study and ``allowed`` is false.
     """
     if weights in ("random", "imagenet"):
         return 0
-    if "patients" not in provenance:
-        log.warning(
-            "encoder %s: %s records no pre-training patients (an imported encoder): its overlap "
-            "with the study's patients cannot be checked", name, weights,
-        )  # fmt: skip
-        return 0
-    if provenance.get("dataset") != dataset_identity(cfg.data):
-        return 0  # another dataset: its patient ids name other people
+    seen: set[str] = set()
+    for record in _lineage(provenance):
+        if record.get("method") in BUILT_IN:
+            continue
+        if "patients" not in record:
+            log.warning(
+                "encoder %s: %s records no pre-training patients (an imported encoder, or "
+                "weights it started from): its overlap with the study's patients cannot be "
+                "checked", name, weights,
+            )  # fmt: skip
+        elif record.get("dataset") == dataset_identity(cfg.data):  # else: other people
+            seen |= set(map(str, record["patients"]))
     study = study_patients(run_dir)
-    shared = sorted(study & set(map(str, provenance["patients"])))
+    shared = sorted(study & seen)
     if shared and not allowed:
         raise ConfigError(
             f"encoder {name!r}: {weights} was pre-trained on {len(shared)} of the study's "

@@ -10,7 +10,7 @@ from typing import Any
 from skintl.config import ConfigError, EncoderConfig, PretrainRunConfig, StudyConfig, load_config
 from skintl.io import write_json
 from skintl.pretrain.patients import same_dataset, source_record, study_patients, without_patients
-from skintl.rundir import StaleError, patches_fingerprint
+from skintl.rundir import StaleError, patches_fingerprint, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def run_one(run: PretrainRunConfig, source_cfg: StudyConfig, out_dir: Path, seed
         images, labels, groups, method=run.method, arch=run.arch, out_dir=out_dir,
         max_epochs=run.epochs, batch_size=run.batch_size, lr=run.lr,
         accelerator=run.accelerator, devices=run.devices, strategy=run.strategy, seed=seed,
-        resume=True, augment=augment, num_workers=run.num_workers,
+        resume=True, augment=augment, num_workers=run.num_workers, init=run.init,
         record=source_record(source_cfg, out_dir), **options,
     )  # fmt: skip
 
@@ -69,6 +69,13 @@ def source_config(run: PretrainRunConfig, cfg: StudyConfig, run_dir: Path) -> St
     if run.allow_shared_patients or not same_dataset(source.data, cfg.data):
         return source
     return without_patients(source, study_patients(run_dir))
+
+
+def _init_record(init: str) -> dict[str, str]:
+    """The starting weights' content, so an encoder file replaced in place is noticed."""
+    if init in ("random", "imagenet"):
+        return {}
+    return {"init_sha256": sha256_file(Path(init))}
 
 
 def _source_fingerprint(out_dir: Path) -> str | None:
@@ -116,6 +123,7 @@ def _checked_settings(
         **run.model_dump(mode="json", exclude_defaults=True),
         "seed": cfg.seed,
         "source_config": source.model_dump(mode="json", exclude_defaults=True),
+        **_init_record(run.init),
     }
     settings = encoder_path(run_dir, run.name).parent / "run.json"
     if settings.is_file() and json.loads(settings.read_text()) != wanted:

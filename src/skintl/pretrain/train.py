@@ -10,6 +10,7 @@ Layout of ``out_dir``::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -22,7 +23,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from skintl.encoders.backbones import save_encoder_file
+from skintl.encoders.backbones import load_backbone, save_encoder_file
+from skintl.encoders.taps import input_norm
 from skintl.pretrain.augment import AugmentConfig
 from skintl.pretrain.common import METHODS, MethodModule, register_methods
 from skintl.pretrain.data import PretrainDataModule
@@ -74,6 +76,18 @@ def _trainer(
     )
 
 
+def start_from(module: Any, arch: str, init: str) -> dict[str, Any]:
+    """Load ``init`` (``"random"``, ``"imagenet"`` or an encoder file) into ``module.backbone``,
+    and into MoCo's key encoder, which must start equal to the query encoder; its provenance."""
+    if init == "random":
+        return {"method": "random"}
+    net, provenance = load_backbone(arch, init)
+    module.backbone.load_state_dict(net.state_dict(), strict=True)
+    if hasattr(module, "encoder_k"):
+        module.encoder_k.load_state_dict(module.encoder_q.state_dict(), strict=True)
+    return provenance
+
+
 def pretrain(
     images: np.ndarray,
     labels: np.ndarray | None = None,
@@ -96,6 +110,7 @@ def pretrain(
     num_workers: int = 4,
     progress_bar: bool = True,
     callbacks: Sequence[Callback] = (),
+    init: str = "random",
     record: Mapping[str, Any] | None = None,
     **method_kwargs: Any,
 ) -> Path:
@@ -122,6 +137,9 @@ def pretrain(
         num_workers: data loader workers per process.
         progress_bar: show Lightning's progress bar.
         callbacks: extra Lightning callbacks.
+        init: the backbone's starting weights: ``"random"``, ``"imagenet"`` or a skintl encoder
+            file (Azizi et al. 2021; REMEDIS, Azizi et al. 2023: supervised ImageNet weights,
+            then contrastive pre-training in the domain). A resumed run continues its checkpoint.
         record: extra provenance for the encoder file, e.g. the source set's ``patients`` and
             ``dataset`` (:func:`skintl.pretrain.patients.source_record`).
         **method_kwargs: the method factory's hyper-parameters (e.g. ``temperature``,
@@ -147,6 +165,9 @@ def pretrain(
     kwargs = dict(method_kwargs) if lr is None else {**method_kwargs, "lr": lr}
     module = factory(arch, num_classes, **kwargs)
     model = cast(MethodModule, module)
+    init_provenance = start_from(module, arch, init)
+    mean, std = input_norm(model.backbone)
+    augment = dataclasses.replace(augment, mean=mean, std=std)
     if lr is None:
         model.lr = model.base_lr * batch_size * trainer.world_size / 256
         model.hparams["lr"] = model.lr
@@ -177,6 +198,7 @@ def pretrain(
             "images": len(images), "seed": seed, "resumed_from": ckpt_path or "",
             "crop_size": augment.size, "color_strength": augment.color_strength,
             "same_group_positives": groups is not None and model.n_views == 2,
+            "init": init_provenance,
         }  # fmt: skip
         hparams = {k: v for k, v in module.hparams.items() if isinstance(v, int | float | str)}
         provenance.update({k: v for k, v in hparams.items() if k not in provenance})

@@ -109,7 +109,7 @@ def protocol_context(
             {"name": c, "settings": _settings(ev.get(c))} for c in ev.get("classifiers", [])
         ],
         "encoders": encoders,
-        "layers": feats.get("layers", []),
+        "layers": _layers_text(feats),
         "input_size": feats.get("input_size"),
         "n_boot": n_boot,
         "alpha": alpha,
@@ -224,4 +224,15 @@ def run_warnings(run_dir: Path) -> list[str]:
             f"{o['shared_patients']} of the study's patients (allow_shared_patients: true): it "
             "saw skin of patients it is tested on"
         )
+    return out
+
+
+def _layers_text(feats: dict[str, Any]) -> list[str]:
+    """The study's layers as the protocol lists them; per-encoder lists named with their encoder."""
+    def text(layers: Any) -> str:
+        return "every tap" if layers == "all" else ", ".join(map(str, layers))
+
+    out = [text(feats.get("layers", []))]
+    out += [f"{e['name']}: {text(e['layers'])}" for e in feats.get("encoders", [])
+            if e.get("layers") is not None]  # fmt: skip
     return out

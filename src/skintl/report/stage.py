@@ -186,7 +186,8 @@ def feature_sets(run_dir: Path, cfg: dict[str, Any]) -> dict[str, list[str]]:
     (e.g. hand-crafted descriptors) by name.
     """
     feats = cfg.get("features") or {}
-    layers = [str(x) for x in feats.get("layers", [])]
+    listed = feats.get("layers", [])
+    layers = [str(x) for x in listed] if isinstance(listed, list) else []  # "all": arch order
     names = [str(e["name"]) for e in feats.get("encoders", [])]
     root = run_dir / "features"
     others = sorted(p.name for p in root.glob("*") if p.is_dir() and p.name not in names)

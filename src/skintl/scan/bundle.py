@@ -100,12 +100,14 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
 
 
 def _trunk(path: Path, meta: dict[str, Any], sd: dict[str, torch.Tensor]) -> nn.Sequential:
-    from skintl.encoders.backbones import BACKBONES, build_backbone, layer_info
-    from skintl.features.dense import truncated_backbone
+    from skintl.encoders.backbones import build_backbone, check_arch, layer_info
+    from skintl.encoders.taps import truncated_backbone
 
     arch, layer = meta.get("arch"), meta.get("layer")
-    if arch not in BACKBONES:
-        raise BundleError(f"{path}: arch {arch!r} is not known here; valid: {BACKBONES.names()}")
+    try:
+        check_arch(str(arch))
+    except ValueError as e:
+        raise BundleError(f"{path}: {e}") from None
     info = layer_info(str(arch))
     if layer not in info or info[layer].stride != meta.get("layer_stride"):
         raise BundleError(f"{path}: layer {layer!r} of {arch} cannot be honoured "

@@ -120,7 +120,7 @@ def make_bundle(
         log.warning("bundle %s: the %s refit warned: %s", out, classifier, text)
     enc = next(e for e in cfg.features.encoders if e.name == encoder)
     weights = current_weights(enc, cfg, run_dir)
-    if weights_id(weights, cfg.seed) != meta["weights"]:  # changed since the check above
+    if weights_id(weights, cfg.seed, enc.arch) != meta["weights"]:  # changed since the check above
         raise BundleError(f"{weights}: changed while the bundle was made; run it again")
     torch.manual_seed(cfg.seed)  # as the features stage: the same random-init encoder
     net, _ = load_backbone(enc.arch, weights)

@@ -74,7 +74,12 @@ def window_probabilities(
         trunk = inference_trunk(bundle.trunk, dev)
         A, c = (torch.as_tensor(a, dtype=torch.float32) for a in bundle.head.first_layer())
         project = _affine_cells(A.to(dev), c.to(dev))
-        chunks = iter_window_features(trunk, padded, geo, win.ys, win.xs, tile, dev, project)
+        # the photo itself and corners in its pixels: dense maps extend it one way for
+        # training and scanning (features.dense.extend), whatever the scan's padding
+        p = win.pad
+        photo = padded[p : padded.shape[0] - p, p : padded.shape[1] - p]
+        ys, xs = win.ys - p, win.xs - p
+        chunks = iter_window_features(trunk, photo, geo, ys, xs, tile, dev, project)
         classify = bundle.head.proba_from_first
     else:
         chunks = _exact_features(bundle, padded, win, batch, dev)
