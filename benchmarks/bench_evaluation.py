@@ -21,6 +21,7 @@ whether each cell's balanced accuracy lies in the former cell's patient-bootstra
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -30,11 +31,11 @@ import numpy as np
 import pandas as pd
 
 from skintl.config import parse_config
-from skintl.data.stage import load_patches
+from skintl.data.stage import load_patches, patches_inputs, run_data
 from skintl.encoders.backbones import layer_info
 from skintl.evaluation.baselines import ThesisProtocolMLP
 from skintl.evaluation.stage import make_folds, run_evaluation
-from skintl.features.stage import load_features
+from skintl.features.stage import encoder_inputs, load_features
 from skintl.io import write_json, write_npy, write_parquet
 from skintl.rundir import fingerprint
 
@@ -42,9 +43,15 @@ COUNTS = {"AK": 4629, "healthy": 7002, "SK": 945}
 SIGNAL_DIMS = 32
 
 
-def thesis_sized_run(
-    run_dir: Path, layers: list[str], kind: str = "realistic", seed: int = 0
-) -> None:
+def thesis_sized_run(cfg: Any, run_dir: Path, kind: str = "realistic", seed: int = 0) -> None:
+    """Stand-in patches and features of ``cfg``'s encoder, recorded under the fingerprints the
+    config gives them (the manifest is real: the config's synthetic photos), so that the
+    evaluate stage's chain check accepts them."""
+    layers = cfg.features.layers
+    run_data(cfg, run_dir)
+    manifest_fp = json.loads((run_dir / "manifest.json").read_text())["fingerprint"]
+    patches_fp = fingerprint(patches_inputs(cfg, manifest_fp))
+    features_fp = fingerprint(encoder_inputs(cfg, cfg.features.encoders[0], "random", patches_fp))
     rng = np.random.default_rng(seed)
     y = np.concatenate([[c] * n for c, n in COUNTS.items()])
     patients = rng.integers(0, 23, len(y))
@@ -61,7 +68,7 @@ def thesis_sized_run(
     write_parquet(index, run_dir / "patches" / "index.parquet")
     # the evaluation reads only the index and the cached features; placeholder pixels
     write_npy(np.zeros((len(y), 2, 2, 3), np.uint8), run_dir / "patches" / "patches.npy")
-    write_json({"fingerprint": "bench", "n": len(y)}, run_dir / "patches" / "meta.json")
+    write_json({"fingerprint": patches_fp, "n": len(y)}, run_dir / "patches" / "meta.json")
     codes = pd.factorize(y)[0]
     for layer in layers:
         d = layer_info("resnet50")[layer].channels
@@ -74,7 +81,7 @@ def thesis_sized_run(
         X = rng.normal(size=(len(y), d)) + centers[codes] + shift[patients]
         folder = run_dir / "features" / "r50"
         write_npy(X.astype(np.float32), folder / f"{layer}.npy")
-        record = {"fingerprint": fingerprint([layer, seed]), "patches_fingerprint": "bench",
+        record = {"fingerprint": features_fp, "patches_fingerprint": patches_fp,
                   "shape": list(X.shape)}  # fmt: skip
         write_json(record, folder / f"{layer}.json")
 
@@ -176,15 +183,15 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "torch"
-        thesis_sized_run(run, args.layers, args.features)
         cfg = parse_config(config(args.layers, args.classifiers, args.folds, args.n_jobs))
+        thesis_sized_run(cfg, run, args.features)
         table, t_skintl, spent = timed_evaluation(cfg, run)
         if args.compare_former:
             old_run = Path(tmp) / "sklearn"
-            thesis_sized_run(old_run, args.layers, args.features)
             old_cfg = parse_config(
                 config(args.layers, args.classifiers, args.folds, args.n_jobs, "sklearn")
             )
+            thesis_sized_run(old_cfg, old_run, args.features)
             _, t_old, spent_old = timed_evaluation(old_cfg, old_run)
             checks = ci_check(old_run, run, table)
         t_thesis = time_thesis(cfg, run, args.layers, args.thesis_folds)

@@ -7,7 +7,11 @@ logistic regression and kNN on that study's folds (same config, same seed: same 
 for a GPU: on the 2-core CPU the default budget gives about one epoch.
 
     python benchmarks/pretrain_budget_probe.py --source RUN/pretrain/NAME/source/patches \\
-        --source-classes BCC NEV MEL SCC healthy --target RUN/patches --out probe/ [--budget 90]
+        --source-classes BCC NEV MEL SCC healthy --target RUN --out probe/ [--budget 90]
+
+``--target`` is the study's run directory: its manifest and patches are copied, and its
+``config.yaml`` (with this probe's encoders and classifiers) is the config they are checked
+against, so the study's data must be where that config says.
 
 Prints and writes ``pretrain.json`` (epochs done, seconds, losses) and ``metrics.csv``.
 """
@@ -23,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from lightning.pytorch.callbacks import Timer
 
 from skintl.config import parse_config
@@ -44,8 +49,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", type=Path, required=True, help="a skintl patches folder")
     ap.add_argument("--source-classes", nargs="+", required=True)
-    ap.add_argument("--target", type=Path, required=True, help="a study's patches folder")
-    ap.add_argument("--target-classes", nargs="+", default=["AK", "healthy", "SK"])
+    ap.add_argument("--target", type=Path, required=True, help="a study's run directory")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--budget", type=float, default=90, help="seconds per method")
     ap.add_argument("--epochs", type=int, default=100)
@@ -61,7 +65,7 @@ def main() -> None:
     index = pd.read_parquet(args.source / "index.parquet")
     images = np.load(args.source / "patches.npy")
     # no target patient in the source set: the encoder must never see a test patient's skin
-    target_patients = set(pd.read_parquet(args.target / "index.parquet")["patient_id"])
+    target_patients = set(pd.read_parquet(args.target / "patches" / "index.parquet")["patient_id"])
     keep = ~index["patient_id"].isin(target_patients).to_numpy()
     print(f"source: dropped {(~keep).sum()} patches of "
           f"{index.loc[~keep, 'patient_id'].nunique()} target patients", flush=True)  # fmt: skip
@@ -93,14 +97,16 @@ def main() -> None:
 
     out, run = args.out / "pretrain", args.out / "target"
     (run / "patches").mkdir(parents=True, exist_ok=True)
-    for f in ("index.parquet", "patches.npy", "meta.json"):
-        shutil.copy(args.target / f, run / "patches" / f)
+    for f in ("manifest.parquet", "manifest.json", "patches/index.parquet", "patches/patches.npy",
+              "patches/meta.json"):  # fmt: skip
+        shutil.copy(args.target / f, run / f)
     encoders = [{"name": "r18-random", "arch": "resnet18", "weights": "random"}] + [
         {"name": f"r18-{m}", "arch": "resnet18", "weights": str(out / m / "encoder.pt")}
         for m in RUNS
     ]
+    study = yaml.safe_load((args.target / "config.yaml").read_text())
     cfg = parse_config({
-        "seed": 0, "classes": args.target_classes, "data": {"source": "synthetic"},
+        **{k: v for k, v in study.items() if k not in ("pretrain", "scan", "features")},
         "features": {"encoders": encoders, "layers": ["layer1", "layer2", "layer3", "layer4"]},
         "evaluation": {
             "splits": {"kind": "stratified_group_kfold", "n_splits": args.folds,

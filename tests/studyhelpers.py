@@ -46,3 +46,25 @@ def tiny_config(root: Path, **overrides: Any) -> dict[str, Any]:
 def write_config(path: Path, cfg: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def quick_config(root: Path, **overrides: Any) -> dict[str, Any]:
+    """:func:`tiny_config` with one layer and logistic regression (seconds per run)."""
+    cfg = tiny_config(root, features={"layers": ["layer1"]}, evaluation={"classifiers": ["logreg"]})
+    for key, value in overrides.items():
+        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
+    return cfg
+
+
+def run_commands(cfg: dict[str, Any], config: Path, run_dir: Path, *commands: str) -> int:
+    """Write ``cfg`` to ``config`` and run ``skintl COMMAND config --run-dir run_dir`` for each
+    command (default: study) until one fails; returns the last exit status."""
+    from skintl.cli import main
+
+    write_config(config, cfg)
+    code = 0
+    for command in commands or ("study",):
+        code = main([command, str(config), "--run-dir", str(run_dir)])
+        if code:
+            return code
+    return code

@@ -12,36 +12,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from skintl.cli import main
-from studyhelpers import tiny_config, write_config
-
-
-def _quick(root: Path, **overrides: Any) -> dict[str, Any]:
-    """A tiny study with one layer and logistic regression (seconds per run)."""
-    cfg = tiny_config(
-        root,
-        features={"layers": ["layer1"]},
-        evaluation={"classifiers": ["logreg"]},
-    )
-    for key, value in overrides.items():
-        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
-    return cfg
+from studyhelpers import quick_config, run_commands, write_config
 
 
 @pytest.fixture
 def data(synthetic_root: Path, tmp_path: Path) -> Path:
     """A private copy of the synthetic photos, free to edit."""
     return Path(shutil.copytree(synthetic_root, tmp_path / "data"))
-
-
-def _study(cfg: dict[str, Any], config: Path, run_dir: Path, *stages: str) -> int:
-    write_config(config, cfg)
-    code = 0
-    for stage in stages or ("study",):
-        code = main([stage, str(config), "--run-dir", str(run_dir)])
-        if code:
-            return code
-    return code
 
 
 def _swap_mask_values(mask: Path) -> None:
@@ -54,20 +31,20 @@ def _swap_mask_values(mask: Path) -> None:
 def test_recut_patches_with_the_same_count_are_not_paired_with_old_features(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    cfg, config, run = _quick(data), tmp_path / "s.yaml", tmp_path / "run"
-    assert _study(cfg, config, run) == 0
+    cfg, config, run = quick_config(data), tmp_path / "s.yaml", tmp_path / "run"
+    assert run_commands(cfg, config, run) == 0
     before = pd.read_parquet(run / "patches" / "index.parquet")
     cfg["seed"] = 1  # another draw of the capped patches, the same count
-    assert _study(cfg, config, run, "patches") == 0
+    assert run_commands(cfg, config, run, "patches") == 0
     after = pd.read_parquet(run / "patches" / "index.parquet")
     assert len(after) == len(before) and not after.equals(before)
     capsys.readouterr()
-    assert _study(cfg, config, run, "evaluate") == 2
+    assert run_commands(cfg, config, run, "evaluate") == 2
     err = capsys.readouterr().err
-    assert "computed from other patches" in err and "skintl features" in err
-    assert "Traceback" not in err
+    assert "changed: patches" in err and "rerun `skintl features CONFIG`" in err
+    assert "Traceback" not in err and err.count("\n") == 1
     # after the features stage, evaluate runs on features of the current patches
-    assert _study(cfg, config, run, "features", "evaluate") == 0
+    assert run_commands(cfg, config, run, "features", "evaluate") == 0
 
 
 def _binary_two_diagnoses(data: Path) -> dict[str, Any]:
@@ -82,16 +59,16 @@ def _binary_two_diagnoses(data: Path) -> dict[str, Any]:
         "mask_values": {},
         "diagnosis_to_class": {"X": "AK", "Y": "SK"},
     }
-    return _quick(data, data=binary)
+    return quick_config(data, data=binary)
 
 
 @pytest.mark.parametrize("change", ["mask_values", "diagnosis_to_class", "mask_file"])
 def test_patches_follow_the_class_mapping_and_the_mask_files(
     data: Path, tmp_path: Path, change: str
 ) -> None:
-    cfg = _binary_two_diagnoses(data) if change == "diagnosis_to_class" else _quick(data)
+    cfg = _binary_two_diagnoses(data) if change == "diagnosis_to_class" else quick_config(data)
     config, run = tmp_path / "s.yaml", tmp_path / "run"
-    assert _study(cfg, config, run, "data", "patches") == 0
+    assert run_commands(cfg, config, run, "data", "patches") == 0
     before = pd.read_parquet(run / "patches" / "index.parquet")
     if change == "mask_values":
         cfg["data"]["mask_values"] = {1: "SK", 2: "AK"}
@@ -101,27 +78,27 @@ def test_patches_follow_the_class_mapping_and_the_mask_files(
         for mask in sorted((data / "masks").glob("*.png")):
             _swap_mask_values(mask)  # corrected in place, same size and name
     # only the patches stage runs: it must notice the change by itself
-    assert _study(cfg, config, run, "patches") == 0
+    assert run_commands(cfg, config, run, "patches") == 0
     after = pd.read_parquet(run / "patches" / "index.parquet")
     fresh = tmp_path / "fresh"
-    assert _study(cfg, config, fresh, "data", "patches") == 0
+    assert run_commands(cfg, config, fresh, "data", "patches") == 0
     pd.testing.assert_frame_equal(after, pd.read_parquet(fresh / "patches" / "index.parquet"))
     assert not after["class"].equals(before["class"])
 
 
 def test_unchanged_inputs_reuse_the_patches(data: Path, tmp_path: Path) -> None:
-    cfg, config, run = _quick(data), tmp_path / "s.yaml", tmp_path / "run"
-    assert _study(cfg, config, run, "data", "patches") == 0
+    cfg, config, run = quick_config(data), tmp_path / "s.yaml", tmp_path / "run"
+    assert run_commands(cfg, config, run, "data", "patches") == 0
     meta = run / "patches" / "meta.json"
     stamp = meta.stat().st_mtime_ns
     mask = sorted((data / "masks").glob("*.png"))[0]
     mask.touch()  # a new modification time, the same content
-    assert _study(cfg, config, run, "data", "patches") == 0
+    assert run_commands(cfg, config, run, "data", "patches") == 0
     assert meta.stat().st_mtime_ns == stamp
 
 
 def test_convergence_warnings_are_counted_and_shown(data: Path, tmp_path: Path) -> None:
-    cfg = _quick(data, evaluation={"logreg": {"C": 1000.0, "max_iter": 10}})
+    cfg = quick_config(data, evaluation={"logreg": {"C": 1000.0, "max_iter": 10}})
     config, run = tmp_path / "s.yaml", tmp_path / "run"
     write_config(config, cfg)
     from skintl.config import load_config
@@ -143,7 +120,7 @@ def test_convergence_warnings_are_counted_and_shown(data: Path, tmp_path: Path) 
 
 def test_converged_cells_report_no_warnings(data: Path, tmp_path: Path) -> None:
     config, run = tmp_path / "s.yaml", tmp_path / "run"
-    assert _study(_quick(data), config, run) == 0
+    assert run_commands(quick_config(data), config, run) == 0
     metrics = json.loads(
         (run / "evaluation" / "r18" / "layer1" / "logreg" / "metrics.json").read_text()
     )
@@ -152,12 +129,12 @@ def test_converged_cells_report_no_warnings(data: Path, tmp_path: Path) -> None:
 
 
 def test_report_leaves_out_cells_of_other_patches(data: Path, tmp_path: Path) -> None:
-    cfg = _quick(data, evaluation={"classifiers": ["logreg", "knn"]})
+    cfg = quick_config(data, evaluation={"classifiers": ["logreg", "knn"]})
     config, run = tmp_path / "s.yaml", tmp_path / "run"
-    assert _study(cfg, config, run) == 0
+    assert run_commands(cfg, config, run) == 0
     assert "<code>knn</code>" in (run / "report" / "index.html").read_text()
     cfg["seed"] = 1
     cfg["evaluation"] = {**cfg["evaluation"], "classifiers": ["logreg"]}
-    assert _study(cfg, config, run) == 0  # the knn cell on disk now belongs to other patches
+    assert run_commands(cfg, config, run) == 0  # the knn cell on disk now belongs to other patches
     html = (run / "report" / "index.html").read_text()
     assert "<code>knn</code>" not in html and "<code>logreg</code>" in html

@@ -54,8 +54,9 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     with removed_on_failure(_run_dir(args, cfg)) as run_dir:
-        prepare_run_dir(cfg, run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
         result = STAGES[args.command](cfg, run_dir)
+    prepare_run_dir(cfg, run_dir)  # only now is the stage up to date with this config
     if args.command == "evaluate":
         from skintl.evaluation.stage import summary_text
 
@@ -85,11 +86,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from skintl.evaluation.stage import check_evaluation
     from skintl.report.html import write_report
+    from skintl.scan.stage import check_scan
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "evaluation" / "metrics.csv").is_file():
         raise ConfigError(f"{run_dir}: no evaluation results; run `skintl study CONFIG` first")
+    cfg = load_config(run_dir / "config.yaml")
+    check_evaluation(cfg, run_dir)
+    check_scan(cfg, run_dir)
     path = write_report(run_dir, n_boot=args.n_boot)
     print(f"report: {path}")
     return 0
@@ -108,13 +114,14 @@ def cmd_weights_import(args: argparse.Namespace) -> int:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from skintl.pretrain.cli import run_from_args
+    from skintl.pretrain.patients import patients_of, source_record, without_patients
     from skintl.pretrain.source import load_source
 
     cfg = load_config(args.config)
     if args.exclude_patients_of:
-        from skintl.pretrain.stage import study_patients, without_patients
-
-        cfg = without_patients(cfg, study_patients(Path(args.exclude_patients_of)))
+        study, patients = patients_of(Path(args.exclude_patients_of))
+        cfg = without_patients(cfg, patients)
+        log.info("source set: without the %d patients of study %s", len(patients), study.name)
     images, labels, groups, names = load_source(
         cfg, args.out_dir, args.input, args.image_size, args.positives
     )
@@ -125,7 +132,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         dict(zip(*np.unique(np.asarray(names)[labels], return_counts=True), strict=True)),
     )
     try:
-        path = run_from_args(args, images, labels, groups)
+        path = run_from_args(args, images, labels, groups, source_record(cfg, args.out_dir))
     except ValueError as e:  # bad options for this source set (batch size, labels, ...)
         raise ConfigError(f"pretrain: {e}") from None
     print(f"wrote {path}")
@@ -157,9 +164,9 @@ def _add_pretrain(sub: argparse._SubParsersAction, full: bool) -> None:
     )
     p.add_argument(
         "--exclude-patients-of",
-        metavar="RUN_DIR",
-        help="drop the patients of this study run directory from the source set, so the "
-        "encoder never sees a patient it will be tested on",
+        metavar="CONFIG",
+        help="drop the patients of this study (its config file, or a run directory) from the "
+        "source set, so the encoder never sees a patient it will be tested on",
     )
     add_arguments(p)
     p.set_defaults(func=cmd_pretrain)

@@ -172,6 +172,9 @@ class EncoderConfig(_Strict):
     mode: Literal["patch", "dense"] | None = None
     #: this encoder's taps (None: ``features.layers``); "all": every tap of its arch
     layers: list[str] | Literal["all"] | None = None
+    #: a weights file pre-trained on some of the study's patients is refused; true accepts it
+    #: (the report warns). For ``pretrain:<name>`` the run's own setting also accepts it
+    allow_shared_patients: bool = False
 
     @model_validator(mode="after")
     def _known_arch(self) -> EncoderConfig:

@@ -25,6 +25,57 @@ class StaleError(RuntimeError):
     """An upstream file that was not computed from the run's current inputs; says what to rerun."""
 
 
+def stale(path: Path, why: str, stage: str) -> StaleError:
+    """The one-line refusal of a stage output ``path`` that no longer matches the config.
+
+    ``stage`` names the command that brings it up to date (``skintl study`` runs them all).
+    """
+    return StaleError(f"{path}: {why}; rerun `skintl {stage} CONFIG` (or `skintl study CONFIG`)")
+
+
+def changed_keys(recorded: Any, now: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the entries that differ between two nested dicts (sorted).
+
+    Used to say which settings changed; a value that is not a dict on both sides is compared
+    whole.
+    """
+    if not (isinstance(recorded, dict) and isinstance(now, dict)):
+        return [] if recorded == now else [prefix or "(all)"]
+    out = []
+    for key in sorted({*recorded, *now}, key=str):
+        name = f"{prefix}.{key}" if prefix else str(key)
+        out += changed_keys(recorded.get(key), now.get(key), name)
+    return out
+
+
+def read_record(meta_path: Path) -> dict[str, Any] | None:
+    """A stage's JSON record, or None when it is missing or unreadable (work not complete)."""
+    try:
+        record = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def check_record(meta_path: Path, inputs: dict[str, Any], output: Path, stage: str) -> str:
+    """The fingerprint of ``inputs``, refused unless the record ``meta_path`` holds it.
+
+    Raises:
+        StaleError: naming ``output``, the settings that changed (when the record lists its
+            ``inputs``) and the command ``stage`` that recomputes it.
+    """
+    fp = fingerprint(inputs)
+    record = read_record(meta_path)
+    if record is None:
+        raise stale(output, "not computed yet", stage)
+    if record.get("fingerprint") != fp:
+        changed = changed_keys(record.get("inputs"), inputs) if "inputs" in record else []
+        why = f"changed: {', '.join(changed)}" if changed else "other inputs"
+        raise stale(output, f"computed from other settings or files than the config's ({why})",
+                    stage)  # fmt: skip
+    return fp
+
+
 def fingerprint(obj: Any) -> str:
     """A stable short hash of a JSON-able object (configs, file lists)."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode()
@@ -45,7 +96,11 @@ def patches_fingerprint(run_dir: Path) -> str:
 
 
 def prepare_run_dir(config_text: str, run_dir: Path) -> Path:
-    """Create the run directory and record the resolved config (YAML text) in it."""
+    """Create the run directory and record the resolved config (YAML text) in it.
+
+    Called once a stage is up to date with that config: the report and ``skintl bundle`` read
+    ``config.yaml`` as the config the run's files must match.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(config_text, run_dir / "config.yaml")
     return run_dir

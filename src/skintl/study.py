@@ -29,7 +29,11 @@ STAGES: dict[str, Callable[[StudyConfig, Path], Any]] = {
 
 
 def prepare_run_dir(cfg: StudyConfig, run_dir: Path) -> Path:
-    """Create the run directory and record the resolved config in it."""
+    """Create the run directory and record the resolved config in it (``config.yaml``).
+
+    Called once a stage is up to date with ``cfg``, never before: the report and
+    ``skintl bundle`` check the run's files against this config.
+    """
     return rundir.prepare_run_dir(dump_config(cfg), run_dir)
 
 
@@ -51,7 +55,7 @@ def counts_summary(counts: pd.DataFrame, run_dir: Path, max_rows: int = 30) -> s
 def run_study(cfg: StudyConfig, run_dir: Path, report: bool = True) -> pd.DataFrame:
     """All stages in order; finished work in ``run_dir`` is reused. Returns the metrics table."""
     with rundir.removed_on_failure(run_dir):
-        prepare_run_dir(cfg, run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
         run_data(cfg, run_dir)
     run_patches(cfg, run_dir)
     _, index = load_patches(run_dir)
@@ -60,6 +64,7 @@ def run_study(cfg: StudyConfig, run_dir: Path, report: bool = True) -> pd.DataFr
     run_features(cfg, run_dir)
     table = run_evaluation(cfg, run_dir)
     write_text(summary_text(table), run_dir / "summary.txt")
+    prepare_run_dir(cfg, run_dir)  # every stage the scan and the report read is up to date
     if cfg.scan is not None:
         from skintl.scan.stage import run_scan
 

@@ -102,6 +102,19 @@ def test_lesion_positives_stay_within_one_lesion_and_class() -> None:
         assert _pairs_cross_classes(groups, table["class"].to_numpy()) == 0
 
 
+def test_a_lesion_id_shared_by_two_patients_names_two_lesions() -> None:
+    from skintl.pretrain.source import positive_groups
+
+    # PAD-UFES-20 repeats lesion ids across patients: photo c of p2 also says lesion L1
+    table = pd.DataFrame(
+        {"patient_id": ["p1", "p1", "p2", "p2"], "image": ["a", "b", "c", "c"], "class": ["AK"] * 4}
+    )
+    groups = positive_groups(table, "lesion", pd.Series({"a": "L1", "b": "L1", "c": "L1"}))
+    assert groups is not None
+    assert groups[0] == groups[1] and groups[2] == groups[3]  # one lesion per patient
+    assert groups[0] != groups[2]  # never a positive pair across two patients
+
+
 def test_source_lesion_groups_never_join_two_classes(synthetic_root: Path, tmp_path: Path) -> None:
     from skintl.config import parse_config
     from skintl.labels import HEALTHY

@@ -62,6 +62,24 @@ def test_scan_stage_is_honest(synthetic_root: Path, tmp_path: Path) -> None:
     assert "Modes compared photo by photo" in html and "dense &minus; exact" in html
 
 
+def test_report_refuses_whole_photo_results_of_other_scan_settings(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from skintl.cli import main
+    from studyhelpers import run_commands
+
+    cfg, config, run = _cfg(synthetic_root), tmp_path / "s.yaml", tmp_path / "run"
+    assert run_commands(cfg, config, run) == 0
+    cfg["scan"]["stride"] = 8  # the scans would differ; only `skintl study` rescans
+    assert run_commands(cfg, config, run, "evaluate") == 0
+    capsys.readouterr()
+    assert main(["report", str(run), "--n-boot", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "not scanned with the config as it is now" in err and err.count("\n") == 1
+    assert run_commands(cfg, config, run) == 0
+    assert main(["report", str(run), "--n-boot", "10"]) == 0
+
+
 def test_scan_config_names_known_features(synthetic_root: Path) -> None:
     with pytest.raises(ConfigError, match=r"scan: encoder 'nope' / layer 'layer2' has no features"):
         parse_config(_cfg(synthetic_root, encoder="nope"))

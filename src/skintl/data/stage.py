@@ -37,11 +37,13 @@ from skintl.io import write_json, write_npy, write_parquet, write_text
 from skintl.labels import HEALTHY
 from skintl.progress import progress
 from skintl.rundir import (
+    check_record,
     content_hashes,
     fingerprint,
     fingerprint_matches,
     invalidate,
     sha256_file,
+    stale,
 )
 
 log = logging.getLogger(__name__)
@@ -173,6 +175,18 @@ def manifest_stale_reason(cfg: StudyConfig, run_dir: Path) -> str | None:
     return None
 
 
+def check_manifest(cfg: StudyConfig, run_dir: Path) -> str:
+    """The manifest's fingerprint, refused when it no longer describes the config and files.
+
+    Raises:
+        StaleError: naming the reason and `skintl data`, which rebuilds the manifest.
+    """
+    reason = manifest_stale_reason(cfg, run_dir)
+    if reason is not None:
+        raise stale(run_dir / "manifest.parquet", reason, "data")
+    return str(json.loads((run_dir / "manifest.json").read_text())["fingerprint"])
+
+
 def current_manifest(cfg: StudyConfig, run_dir: Path) -> tuple[pd.DataFrame, str]:
     """The manifest and its fingerprint, rebuilt first when the config or a file changed."""
     reason = manifest_stale_reason(cfg, run_dir)
@@ -257,22 +271,34 @@ def _patch_file(row: pd.Series, size: int) -> tuple[np.ndarray, pd.DataFrame]:
     return img[None], index
 
 
+def patches_inputs(cfg: StudyConfig, manifest_fp: str) -> dict[str, Any]:
+    """What the patches depend on: every ``patches`` setting, the classes, the seed (the cap's
+    draw) and the manifest's fingerprint. Their fingerprint is the patches' fingerprint."""
+    settings = cfg.patches.model_dump(mode="json")
+    ex = cfg.patches.exclude
+    if not (ex.ink or ex.artefacts):  # no effect, so runs from before it existed stay valid
+        del settings["exclude"]
+    return {"patches": settings, "classes": cfg.classes, "seed": cfg.seed, "manifest": manifest_fp}
+
+
+def check_patches(cfg: StudyConfig, run_dir: Path) -> str:
+    """The fingerprint of the run's patches, rebuilt from the config up the chain (manifest,
+    then patches) and refused when the files on disk were made from anything else.
+
+    Raises:
+        StaleError: naming the stale stage (`skintl data` or `skintl patches`) and the change.
+    """
+    inputs = patches_inputs(cfg, check_manifest(cfg, run_dir))
+    out = run_dir / "patches"
+    return check_record(out / "meta.json", inputs, out, "patches")
+
+
 def run_patches(cfg: StudyConfig, run_dir: Path) -> tuple[np.ndarray, pd.DataFrame]:
     """Cut labelled patches of every manifest row; writes ``patches/``. Skips when up to date."""
     manifest, manifest_fp = current_manifest(cfg, run_dir)
     out = run_dir / "patches"
-    settings = cfg.patches.model_dump()
-    ex = cfg.patches.exclude
-    if not (ex.ink or ex.artefacts):  # no effect, so runs from before it existed stay valid
-        del settings["exclude"]
-    fp = fingerprint(
-        {
-            "patches": settings,
-            "classes": cfg.classes,
-            "seed": cfg.seed,
-            "manifest": manifest_fp,
-        }
-    )
+    inputs = patches_inputs(cfg, manifest_fp)
+    fp = fingerprint(inputs)
     if fingerprint_matches(out / "meta.json", fp):
         log.info("patches up to date in %s", out)
         return load_patches(run_dir)
@@ -299,7 +325,7 @@ def run_patches(cfg: StudyConfig, run_dir: Path) -> tuple[np.ndarray, pd.DataFra
     write_npy(patches, out / "patches.npy")
     write_parquet(index, out / "index.parquet")
     write_text(counts.to_csv(), out / "counts.csv")
-    write_json({"fingerprint": fp, "n": len(index)}, out / "meta.json")
+    write_json({"fingerprint": fp, "n": len(index), "inputs": inputs}, out / "meta.json")
     log.info("patches per class: %s", index["class"].value_counts().to_dict())
     return patches, index
 

@@ -10,12 +10,14 @@ import copy
 import inspect
 import logging
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.neighbors import KNeighborsClassifier
@@ -39,6 +41,20 @@ CLASSIFIERS: Registry[ClassifierFactory] = Registry("classifier")
 def hidden_units(d: int) -> int:
     """The study's hidden-layer size for ``d`` input features: round(sqrt(3 d))."""
     return round(math.sqrt(3 * d))
+
+
+def epoch_cap_warning(max_epochs: int, fold: int | None = None) -> ConvergenceWarning:
+    """The warning of an MLP that early stopping had not stopped after ``max_epochs`` epochs:
+    like a solver out of iterations, it may still have been improving. With ``fold``, the
+    evaluation counts it on that fold."""
+    where = "" if fold is None else f" of fold {fold}"
+    warning = ConvergenceWarning(
+        f"the MLP{where} reached its epoch cap ({max_epochs}) before early stopping ended it; "
+        "raise evaluation.mlp.max_epochs"
+    )
+    if fold is not None:
+        warning.fold = fold
+    return warning
 
 
 class StudyMLP(ClassifierMixin, BaseEstimator):
@@ -98,6 +114,8 @@ class StudyMLP(ClassifierMixin, BaseEstimator):
                 wait += 1
                 if wait >= self.patience:
                     break
+        else:
+            warnings.warn(epoch_cap_warning(self.max_epochs), stacklevel=2)
         assert best_state is not None
         mlp.coefs_, mlp.intercepts_ = best_state
         self.mlp_ = mlp

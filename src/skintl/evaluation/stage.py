@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,15 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from skintl.config import FineTuneCellConfig, StudyConfig
-from skintl.data.stage import load_patches
+from skintl.data.stage import check_patches, load_patches
 from skintl.evaluation.classifiers import CLASSIFIERS, fit_grouped
 from skintl.evaluation.metrics import classification_metrics, metric_columns
 from skintl.evaluation.splits import check_training_classes, outer_splits
 from skintl.features.handcrafted import HANDCRAFTED_LAYER
-from skintl.features.stage import features_record, load_features, weights_id
+from skintl.features.stage import checked_record, feature_inputs, load_features, weights_id
 from skintl.io import write_json, write_npy, write_parquet, write_text
-from skintl.pretrain.stage import resolve_weights
-from skintl.rundir import fingerprint, invalidate, patches_fingerprint
+from skintl.pretrain.stage import current_weights
+from skintl.rundir import fingerprint, invalidate, stale
 
 log = logging.getLogger(__name__)
 
@@ -191,17 +192,32 @@ def cell_metrics(pred: pd.DataFrame, classes: list[str]) -> dict[str, Any]:
     }
 
 
+def planned_cells(
+    cfg: StudyConfig, run_dir: Path
+) -> tuple[pd.DataFrame, np.ndarray, list[tuple[Cell, str]]]:
+    """The patch index, the folds, and every cell of the config with the fingerprint its
+    results must have, rebuilt from the config up the chain (manifest, patches, features).
+
+    Raises:
+        StaleError: before any work, when the patches or a cell's features are stale; the
+            message names the stage to rerun.
+    """
+    patches_fp = check_patches(cfg, run_dir)
+    _, index = load_patches(run_dir)
+    fold = make_folds(cfg, index)
+    base = {"folds": fingerprint(fold.tolist()), "seed": cfg.seed, "classes": cfg.classes}
+    cells = _cells(cfg, run_dir, patches_fp)
+    return index, fold, [(c, fingerprint({**base, **c.fingerprint})) for c in cells]
+
+
 def run_evaluation(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
     """Evaluate every (encoder, layer, classifier) cell; returns and writes the metrics table."""
-    _, index = load_patches(run_dir)
+    index, fold, cells = planned_cells(cfg, run_dir)
     out = run_dir / "evaluation"
-    fold = make_folds(cfg, index)
     write_parquet(index.assign(fold=fold)[["patient_id", "class", "fold"]], out / "folds.parquet")
-    base_fp = {"folds": fingerprint(fold.tolist()), "seed": cfg.seed, "classes": cfg.classes}
-    rows, patches_fp = [], patches_fingerprint(run_dir)
-    for cell in tqdm(_cells(cfg, run_dir), desc="evaluate", unit="cell"):
+    rows = []
+    for cell, fp in tqdm(cells, desc="evaluate", unit="cell"):
         cell_dir = out / cell.encoder / cell.layer / cell.classifier
-        fp = fingerprint({**base_fp, **cell.fingerprint})
         metrics = _cached_metrics(cell_dir, fp)
         if metrics is None:
             invalidate(cell_dir / "metrics.json")
@@ -211,13 +227,26 @@ def run_evaluation(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
             metrics = cell_metrics(pred, cfg.classes)
             write_parquet(pred, cell_dir / "predictions.parquet")
             # metrics.json is written last: its presence marks the cell complete
-            record = {"fingerprint": fp, "patches_fingerprint": patches_fp, **metrics}
+            record = {"fingerprint": fp, "patches_fingerprint": cell.patches, **metrics}
             write_json(record, cell_dir / "metrics.json")
             shutil.rmtree(partial, ignore_errors=True)
         rows.append(_summary_row(cell.encoder, cell.layer, cell.classifier, metrics, cfg.classes))
     table = pd.DataFrame(rows)
     write_text(table.to_csv(index=False), out / "metrics.csv")
     return table
+
+
+def check_evaluation(cfg: StudyConfig, run_dir: Path) -> None:
+    """Refuse a run whose evaluated cells do not all match the config as it is now.
+
+    Raises:
+        StaleError: naming the first stale stage up the chain (data, patches, features) or the
+            first cell not evaluated from the current config (`skintl evaluate`).
+    """
+    for cell, fp in planned_cells(cfg, run_dir)[2]:
+        cell_dir = run_dir / "evaluation" / cell.encoder / cell.layer / cell.classifier
+        if _cached_metrics(cell_dir, fp) is None:
+            raise stale(cell_dir, "not evaluated from the config as it is now", "evaluate")
 
 
 @dataclass
@@ -230,43 +259,53 @@ class Cell:
     load_x: Callable[[], np.ndarray]
     estimator: Any
     fingerprint: dict[str, Any]
+    patches: str  # the fingerprint of the patches it was computed from
 
 
-def _feature_cell(cfg: StudyConfig, run_dir: Path, enc: str, layer: str, clf: str) -> Cell:
-    meta = features_record(run_dir, enc, layer)
+def _feature_cell(
+    cfg: StudyConfig, run_dir: Path, spec: tuple[str, str, str], inputs: dict[str, Any]
+) -> Cell:
+    enc, layer, clf = spec
+    meta = checked_record(run_dir, enc, layer, inputs)
     est = CLASSIFIERS.get(clf)(cfg.evaluation, cfg.seed)
     fp = {"features": meta["fingerprint"], "clf": clf, "params": _params(est)}
-    return Cell(enc, layer, clf, lambda: load_features(run_dir, enc, layer), est, fp)
+    return Cell(enc, layer, clf, partial(load_features, run_dir, enc, layer), est, fp,
+                inputs["patches"])  # fmt: skip
 
 
-def _finetune_cell(cfg: StudyConfig, run_dir: Path, ft: FineTuneCellConfig) -> Cell:
+def _finetune_cell(
+    cfg: StudyConfig, run_dir: Path, ft: FineTuneCellConfig, patches_fp: str
+) -> Cell:
     from skintl.evaluation.finetune import finetune_factory
 
     enc = next(e for e in cfg.features.encoders if e.name == ft.encoder)
-    weights = resolve_weights(enc.weights, run_dir)
+    weights = current_weights(enc, cfg, run_dir)
     est = finetune_factory(
         enc.arch, weights, ft.layer, epochs=ft.epochs, batch_size=ft.batch_size, lr=ft.lr,
         head_hidden=ft.head_hidden, patience=ft.patience, accelerator=ft.accelerator,
         validation_fraction=cfg.evaluation.splits.validation_fraction, seed=cfg.seed,
         input_size=cfg.features.input_size,
     )  # fmt: skip
-    fp = {"patches": patches_fingerprint(run_dir),
-          "weights": weights_id(weights, cfg.seed, enc.arch),
+    fp = {"patches": patches_fp, "weights": weights_id(weights, cfg.seed, enc.arch),
           "clf": "finetune", "params": _params(est)}  # fmt: skip
     return Cell(ft.encoder, ft.layer, "finetune", lambda: np.asarray(load_patches(run_dir)[0]),
-                est, fp)  # fmt: skip
+                est, fp, patches_fp)  # fmt: skip
 
 
-def _cells(cfg: StudyConfig, run_dir: Path) -> list[Cell]:
-    """Every cell of the study, in table order, sharing the same folds."""
+def _cells(cfg: StudyConfig, run_dir: Path, patches_fp: str) -> list[Cell]:
+    """Every cell of the study, in table order, sharing the same folds; each one's features
+    checked against the config (:func:`~skintl.features.stage.checked_record`)."""
     e, f = cfg.evaluation, cfg.features
     specs = [(enc.name, layer, clf) for enc in f.encoders for layer in f.encoder_layers(enc)
              for clf in e.classifiers]  # fmt: skip
     specs += [(n, HANDCRAFTED_LAYER, clf) for n in f.handcrafted
               for clf in e.handcrafted_classifiers]  # fmt: skip
     specs += [(c["encoder"], c["layer"], c["classifier"]) for c in e.extra_cells]
-    cells = [_feature_cell(cfg, run_dir, *spec) for spec in specs]
-    return cells + [_finetune_cell(cfg, run_dir, ft) for ft in e.finetune]
+    inputs: dict[str, dict[str, Any]] = {}  # per feature set, rebuilt once
+    for name in dict.fromkeys(spec[0] for spec in specs):
+        inputs[name] = feature_inputs(cfg, run_dir, name, patches_fp)
+    cells = [_feature_cell(cfg, run_dir, spec, inputs[spec[0]]) for spec in specs]
+    return cells + [_finetune_cell(cfg, run_dir, ft, patches_fp) for ft in e.finetune]
 
 
 def _params(est: Any) -> dict[str, str]:
@@ -320,6 +359,6 @@ def summary_text(
         lines.append(
             f"{int(bad['convergence_warnings'].sum())} convergence warnings in {len(bad)} cell(s) "
             f"({names}): their classifiers stopped before converging (see metrics.json; raise "
-            "evaluation.logreg.max_iter or lower C)"
+            "evaluation.logreg.max_iter or lower C, or raise evaluation.mlp.max_epochs)"
         )
     return "\n".join(lines)

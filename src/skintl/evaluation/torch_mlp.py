@@ -15,6 +15,7 @@ log-loss and stops after ``patience`` epochs without an improvement of 1e-4.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor
 
-from skintl.evaluation.classifiers import hidden_units
+from skintl.evaluation.classifiers import epoch_cap_warning, hidden_units
 from skintl.evaluation.splits import validation_split
 
 MIN_IMPROVEMENT = 1e-4
@@ -52,6 +53,7 @@ class FoldModel:
     scale: Tensor  # (1, d)
     curve: list[float]  # validation log-loss per epoch
     best_epoch: int  # the epoch (1-based) whose weights these are
+    capped: bool = False  # stopped by the epoch cap, not by early stopping
 
     @torch.no_grad()
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -192,7 +194,7 @@ def fit_folds(
         if not active:
             break
     return [
-        FoldModel(best_state[f], mean[f], scale[f], curves[f], best_epoch[f])
+        FoldModel(best_state[f], mean[f], scale[f], curves[f], best_epoch[f], f in active)
         for f in range(n_folds)
     ]
 
@@ -275,6 +277,8 @@ class TorchStudyMLP(ClassifierMixin, BaseEstimator):
         )[0]
         self.best_epoch_ = self.model_.best_epoch
         self.validation_loss_curve_ = self.model_.curve
+        if self.model_.capped:
+            warnings.warn(epoch_cap_warning(self.max_epochs), stacklevel=2)
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -318,15 +322,20 @@ class TorchStudyMLP(ClassifierMixin, BaseEstimator):
             )
             for ids in chunks
         )
-        probas = [p for part in Parallel(n_jobs=n_workers)(jobs) for p in part]
-        return classes, probas
+        fitted = [p for part in Parallel(n_jobs=n_workers)(jobs) for p in part]
+        # warned here, not in the workers, whose warnings would be lost
+        for k, (_, capped) in enumerate(fitted):
+            if capped:
+                warnings.warn(epoch_cap_warning(self.max_epochs, k), stacklevel=2)
+        return classes, [proba for proba, _ in fitted]
 
 
 def _fit_and_predict(
     X: np.ndarray, codes: np.ndarray, groups: np.ndarray, fold: np.ndarray, ids: list[int],
     settings: MLPSettings, seed: int, device: str, rows_per_step: int,
-) -> list[np.ndarray]:  # fmt: skip
-    """Train folds ``ids`` together and return each one's test-row probabilities."""
+) -> list[tuple[np.ndarray, bool]]:  # fmt: skip
+    """Train folds ``ids`` together; each one's test-row probabilities and whether its epoch
+    cap stopped it."""
     train = [np.flatnonzero(fold != k) for k in ids]
     threads = torch.get_num_threads()
     if device == "cpu":
@@ -335,4 +344,4 @@ def _fit_and_predict(
         models = fit_folds(X, codes, groups, train, settings, seed, device, ids, rows_per_step)
     finally:
         torch.set_num_threads(threads)
-    return [m.predict_proba(X[fold == k]) for k, m in zip(ids, models, strict=True)]
+    return [(m.predict_proba(X[fold == k]), m.capped) for k, m in zip(ids, models, strict=True)]

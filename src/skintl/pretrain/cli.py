@@ -98,8 +98,11 @@ def run_from_args(
     images: np.ndarray,
     labels: np.ndarray | None = None,
     groups: np.ndarray | None = None,
+    record: dict[str, Any] | None = None,
 ) -> Path:
-    """Run :func:`skintl.pretrain.train.pretrain` with parsed options; return the encoder path."""
+    """Run :func:`skintl.pretrain.train.pretrain` with parsed options; return the encoder path.
+
+    ``record`` is extra provenance for the encoder file (the source set's patients)."""
     from skintl.pretrain.train import pretrain
 
     augment = AugmentConfig(size=args.crop_size, color_strength=args.color_strength)
@@ -109,5 +112,5 @@ def run_from_args(
         accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
         num_nodes=args.num_nodes, precision=args.precision, seed=args.seed, resume=args.resume,
         augment=augment, num_workers=args.num_workers, progress_bar=args.progress_bar,
-        init=args.init, **method_kwargs(args),
+        init=args.init, record=record, **method_kwargs(args),
     )  # fmt: skip

@@ -34,10 +34,10 @@ def positive_groups(
 
     Args:
         table: one row a sample with ``patient_id``, ``image`` (its photo) and ``class``.
-        positives: ``lesion``: patches of one lesion (same ``lesion_id`` where the metadata has
-            one, else same photo) and the same lesion class; healthy patches get a group of
-            their own, so healthy skin is never a lesion's positive. ``patient``: samples of one
-            patient and one class. ``none``: no groups.
+        positives: ``lesion``: patches of one lesion (same patient and ``lesion_id`` where the
+            metadata has one, else same photo) and the same lesion class; healthy patches get a
+            group of their own, so healthy skin is never a lesion's positive. ``patient``:
+            samples of one patient and one class. ``none``: no groups.
         lesion_ids: ``lesion_id`` per photo path (index: photo), when the metadata has one.
 
     Returns:
@@ -46,12 +46,14 @@ def positive_groups(
     if positives == "none":
         return None
     cls = table["class"].astype(str)
+    patient = table["patient_id"].astype(str)
     if positives == "patient":
-        return pd.factorize(table["patient_id"].astype(str) + "|" + cls)[0]
+        return pd.factorize(patient + "|" + cls)[0]
     lesion = table["image"].astype(str)
     if lesion_ids is not None:
         lesion = lesion.map(lesion_ids).fillna(lesion).astype(str)
-    key = lesion + "|" + cls
+    # lesion ids repeat across patients in some datasets (PAD-UFES-20): a lesion is a pair
+    key = patient + "|" + lesion + "|" + cls
     own = pd.Series(np.arange(len(table)), index=table.index).astype(str)
     key = key.where(cls != HEALTHY, "healthy|" + own)
     return pd.factorize(key)[0]
@@ -76,10 +78,12 @@ def load_source(
     ``positives`` as in :func:`positive_groups` (lesion: patches of one lesion and its class,
     healthy skin never; patient: one patient and one class).
     """
-    data_dir = prepare_run_dir(dump_config(cfg), out_dir / "source")
+    data_dir = out_dir / "source"
+    data_dir.mkdir(parents=True, exist_ok=True)
     manifest = run_data(cfg, data_dir)
     if kind == "patches":
         run_patches(cfg, data_dir)
+        prepare_run_dir(dump_config(cfg), data_dir)  # the config its stages are up to date with
         patches, index = load_patches(data_dir)
         labels = np.array([cfg.classes.index(c) for c in index["class"]])
         groups = positive_groups(index, positives, _lesion_ids(manifest))
@@ -89,6 +93,7 @@ def load_source(
         .round().astype(np.uint8)
         for p in tqdm(manifest["image_path"], desc="source photos", unit="photo")
     ])  # fmt: skip
+    prepare_run_dir(dump_config(cfg), data_dir)
     codes, names = pd.factorize(manifest["labels"], sort=True)
     table = manifest.assign(image=manifest["image_path"], **{"class": manifest["labels"]})
     groups = positive_groups(table, positives, _lesion_ids(manifest))

@@ -7,16 +7,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from skintl.config import (
-    ConfigError,
-    DataConfig,
-    PretrainRunConfig,
-    StudyConfig,
-    load_config,
-)
-from skintl.data.stage import load_manifest
+from skintl.config import ConfigError, EncoderConfig, PretrainRunConfig, StudyConfig, load_config
 from skintl.io import write_json
-from skintl.rundir import patches_fingerprint, sha256_file
+from skintl.pretrain.patients import same_dataset, source_record, study_patients, without_patients
+from skintl.rundir import StaleError, patches_fingerprint, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +20,24 @@ def encoder_path(run_dir: Path, name: str) -> Path:
     return run_dir / "pretrain" / name / "encoder.pt"
 
 
-def resolve_weights(weights: str, run_dir: Path) -> str:
-    """``pretrain:<name>`` -> the path of that run's encoder file; other values unchanged."""
-    if not weights.startswith("pretrain:"):
-        return weights
-    path = encoder_path(run_dir, weights.removeprefix("pretrain:"))
+def current_weights(enc: EncoderConfig, cfg: StudyConfig, run_dir: Path) -> str:
+    """The weights an encoder loads: ``random``, ``imagenet``, a file, or for
+    ``pretrain:<name>`` that run's encoder file, checked first against the run's current
+    settings, source config and source files (as the pre-training stage checks them).
+
+    Raises:
+        StaleError: the pre-training has not run yet.
+        ConfigError: the pre-training's settings or source data changed since it ran.
+    """
+    if not enc.weights.startswith("pretrain:"):
+        return enc.weights
+    run = next(r for r in cfg.pretrain if r.name == enc.weights.removeprefix("pretrain:"))
+    path = encoder_path(run_dir, run.name)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: pre-training not finished; run `skintl study` first")
+        raise StaleError(f"{path}: pre-training {run.name!r} not finished; run `skintl study "
+                         "CONFIG`, which pre-trains it")  # fmt: skip
+    source, _ = _checked_settings(run, cfg, run_dir)
+    _check_reusable(run, source, path.parent)
     return str(path)
 
 
@@ -53,17 +58,9 @@ def run_one(run: PretrainRunConfig, source_cfg: StudyConfig, out_dir: Path, seed
         images, labels, groups, method=run.method, arch=run.arch, out_dir=out_dir,
         max_epochs=run.epochs, batch_size=run.batch_size, lr=run.lr,
         accelerator=run.accelerator, devices=run.devices, strategy=run.strategy, seed=seed,
-        resume=True, augment=augment, num_workers=run.num_workers, init=run.init, **options,
+        resume=True, augment=augment, num_workers=run.num_workers, init=run.init,
+        record=source_record(source_cfg, out_dir), **options,
     )  # fmt: skip
-
-
-def same_dataset(a: DataConfig, b: DataConfig) -> bool:
-    """Whether two data sections read the same photos, so their patient ids are the same people."""
-    if a.source != b.source:
-        return False
-    if a.source == "synthetic":
-        return a.synthetic == b.synthetic
-    return a.root is not None and a.root == b.root and a.metadata == b.metadata
 
 
 def source_config(run: PretrainRunConfig, cfg: StudyConfig, run_dir: Path) -> StudyConfig:
@@ -72,19 +69,6 @@ def source_config(run: PretrainRunConfig, cfg: StudyConfig, run_dir: Path) -> St
     if run.allow_shared_patients or not same_dataset(source.data, cfg.data):
         return source
     return without_patients(source, study_patients(run_dir))
-
-
-def study_patients(run_dir: Path) -> set[str]:
-    """The patient ids of a study run directory (from its manifest)."""
-    return set(load_manifest(run_dir)["patient_id"].astype(str))
-
-
-def without_patients(cfg: StudyConfig, patients: set[str]) -> StudyConfig:
-    """``cfg`` whose data stage also leaves out ``patients`` (``data.exclude_patients``)."""
-    excluded = sorted({*cfg.data.exclude_patients, *patients})
-    return cfg.model_copy(
-        update={"data": cfg.data.model_copy(update={"exclude_patients": excluded})}
-    )
 
 
 def _init_record(init: str) -> dict[str, str]:
@@ -122,8 +106,33 @@ def _check_reusable(run: PretrainRunConfig, source: StudyConfig, out_dir: Path) 
     if reason is not None:
         raise ConfigError(
             f"pretrain run {run.name!r}: the source data changed since {out_dir} was trained "
-            f"({reason}); give the run a new name, or delete that folder to train it again"
+            f"({reason}); give the run a new name, or delete that folder and rerun `skintl "
+            "study CONFIG` to train it again"
         )
+
+
+def _checked_settings(
+    run: PretrainRunConfig, cfg: StudyConfig, run_dir: Path
+) -> tuple[StudyConfig, dict[str, Any]]:
+    """The run's source config and settings, refused when they differ from those its folder
+    was made with (``run.json``)."""
+    source = source_config(run, cfg, run_dir)
+    # defaults left out: a setting added to skintl later, at a default that keeps the old
+    # behaviour, does not make finished encoders look changed
+    wanted = {
+        **run.model_dump(mode="json", exclude_defaults=True),
+        "seed": cfg.seed,
+        "source_config": source.model_dump(mode="json", exclude_defaults=True),
+        **_init_record(run.init),
+    }
+    settings = encoder_path(run_dir, run.name).parent / "run.json"
+    if settings.is_file() and json.loads(settings.read_text()) != wanted:
+        raise ConfigError(
+            f"pretrain run {run.name!r}: its settings or its source config "
+            f"({run.source}) changed since {settings.parent} was made; give the run a new name, "
+            "or delete that folder and rerun `skintl study CONFIG` to train it again"
+        )
+    return source, wanted
 
 
 def run_pretrain(cfg: StudyConfig, run_dir: Path) -> list[Path]:
@@ -137,27 +146,12 @@ def run_pretrain(cfg: StudyConfig, run_dir: Path) -> list[Path]:
     paths = []
     for run in cfg.pretrain:
         path = encoder_path(run_dir, run.name)
-        settings = path.parent / "run.json"
-        source = source_config(run, cfg, run_dir)
-        # defaults left out: a setting added to skintl later, at a default that keeps the old
-        # behaviour, does not make finished encoders look changed
-        wanted = {
-            **run.model_dump(mode="json", exclude_defaults=True),
-            "seed": cfg.seed,
-            "source_config": source.model_dump(mode="json", exclude_defaults=True),
-            **_init_record(run.init),
-        }
-        if settings.is_file() and json.loads(settings.read_text()) != wanted:
-            raise ConfigError(
-                f"pretrain run {run.name!r}: its settings or its source config "
-                f"({run.source}) changed since {path.parent} was made; give the run a new name, "
-                "or delete that folder to train it again"
-            )
+        source, wanted = _checked_settings(run, cfg, run_dir)
         if path.is_file():
             _check_reusable(run, source, path.parent)
             log.info("pretrain %s: reusing %s", run.name, path)
         else:
-            write_json(wanted, settings)
+            write_json(wanted, path.parent / "run.json")
             log.info("pretrain %s: %s %s on %s", run.name, run.method, run.arch, run.source)
             path = run_one(run, source, path.parent, cfg.seed)
         overlap = _overlap(cfg, run_dir, path.parent)

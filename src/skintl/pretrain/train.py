@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -111,6 +111,7 @@ def pretrain(
     progress_bar: bool = True,
     callbacks: Sequence[Callback] = (),
     init: str = "random",
+    record: Mapping[str, Any] | None = None,
     **method_kwargs: Any,
 ) -> Path:
     """Pre-train ``arch`` with ``method`` on ``images``; write and return ``out_dir/encoder.pt``.
@@ -139,6 +140,8 @@ def pretrain(
         init: the backbone's starting weights: ``"random"``, ``"imagenet"`` or a skintl encoder
             file (Azizi et al. 2021; REMEDIS, Azizi et al. 2023: supervised ImageNet weights,
             then contrastive pre-training in the domain). A resumed run continues its checkpoint.
+        record: extra provenance for the encoder file, e.g. the source set's ``patients`` and
+            ``dataset`` (:func:`skintl.pretrain.patients.source_record`).
         **method_kwargs: the method factory's hyper-parameters (e.g. ``temperature``,
             ``queue_size``, ``key_momentum``, ``proj_dim``, ``weight_decay``).
 
@@ -202,6 +205,7 @@ def pretrain(
         for attr, key in _PROVENANCE_ATTRS.items():
             if hasattr(module, attr):
                 provenance[key] = float(getattr(module, attr))
+        provenance.update(record or {})
         save_encoder_file(path, arch, model.backbone.state_dict(), provenance)
         log.info("wrote %s (%.1f s)", path, seconds)
     return path

@@ -217,6 +217,13 @@ def run_warnings(run_dir: Path) -> list[str]:
                 f"study's {o['study_patients']} patients with its source set "
                 "(allow_shared_patients: true): its encoder saw skin of patients it is tested on"
             )
+    for path in sorted((run_dir / "features").glob("*/overlap.json")):
+        o = json.loads(path.read_text())
+        out.append(
+            f"encoder {path.parent.name} ({o['weights']}) was pre-trained on "
+            f"{o['shared_patients']} of the study's patients (allow_shared_patients: true): it "
+            "saw skin of patients it is tested on"
+        )
     return out
 
 

@@ -150,8 +150,12 @@ def load_bundle(path: Path | str) -> Bundle:
     return Bundle(meta, trunk, head)
 
 
-def fit_head(cfg: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray, name: str) -> Head:
-    """Fit ``CLASSIFIERS[name]`` (the study's settings and seed) and return it as arrays."""
+def fit_head(
+    cfg: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray, name: str
+) -> tuple[Head, list[str]]:
+    """Fit ``CLASSIFIERS[name]`` (the study's settings and seed) and return it as arrays, with
+    the fit's warnings (``"Category: message"``, e.g. an unconverged solver or an MLP stopped
+    by its epoch cap), which the bundle records."""
     from threadpoolctl import threadpool_limits
 
     from skintl.evaluation.classifiers import CLASSIFIERS, fit_grouped
@@ -160,7 +164,8 @@ def fit_head(cfg: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray, name: s
         raise BundleError(f"classifier {name!r} cannot be bundled for scanning; use one of "
                           f"{', '.join(SCAN_CLASSIFIERS)}")  # fmt: skip
     est = CLASSIFIERS.get(name)(cfg.evaluation, cfg.seed)
-    with warnings.catch_warnings(), threadpool_limits(limits=2):
-        warnings.simplefilter("ignore", category=UserWarning)
+    with warnings.catch_warnings(record=True) as caught, threadpool_limits(limits=2):
+        warnings.simplefilter("always")
         model = fit_grouped(est, X, y, groups)
-    return head_from_estimator(model, name)
+    warned = [f"{w.category.__name__}: {w.message}" for w in caught]
+    return head_from_estimator(model, name), warned

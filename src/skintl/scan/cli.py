@@ -16,6 +16,9 @@ def cmd_bundle(args: argparse.Namespace) -> int:
         f"{meta['classifier']} on {len(meta['training_patients'])} patients, photo short side "
         f"{meta['photo_short_side']} px"
     )
+    if meta["warnings"]:
+        print(f"warning: the classifier's refit gave {len(meta['warnings'])} warning(s), "
+              "recorded in the bundle (e.g. " + meta["warnings"][0] + ")")  # fmt: skip
     return 0
 
 

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from skintl.config import ScanConfig, StudyConfig
-from skintl.io import write_text
+from skintl.io import write_json, write_text
 from skintl.labels import HEALTHY
-from skintl.rundir import fingerprint, fingerprint_matches
+from skintl.rundir import StaleError, fingerprint, fingerprint_matches, invalidate
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,50 @@ def run_scan(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame | None:
         log.info("scan bundle: %s", out / "bundle.pt")
     if not s.modes:
         return None
+    invalidate(out / "meta.json")
     table = evaluate_photos(cfg, run_dir, s, out)
     write_text(table.to_csv(index=False), out / "photos.csv")
-    return write_summaries(table, out, s.n_boot, cfg.seed)
+    summary = write_summaries(table, out, s.n_boot, cfg.seed)
+    inputs = scan_inputs(cfg, run_dir)
+    write_json({"fingerprint": fingerprint(inputs), "inputs": inputs}, out / "meta.json")
+    return summary
+
+
+def scan_inputs(cfg: StudyConfig, run_dir: Path) -> dict[str, Any]:
+    """What the whole-photo evaluation depends on: the scan and evaluation settings, the
+    features of the scanning encoders (checked against the config) and the outer folds."""
+    from skintl.data.stage import check_patches
+    from skintl.features.stage import feature_inputs
+
+    s = cfg.scan
+    assert s is not None
+    patches_fp = check_patches(cfg, run_dir)
+    encoders = sorted({s.encoder, s.patch_encoder or s.encoder})
+    folds = pd.read_parquet(run_dir / "evaluation" / "folds.parquet")["fold"]
+    return {
+        "scan": s.model_dump(mode="json"),
+        "evaluation": cfg.evaluation.model_dump(mode="json"),
+        "features": {e: fingerprint(feature_inputs(cfg, run_dir, e, patches_fp)) for e in encoders},
+        "folds": fingerprint(folds.tolist()),
+    }
+
+
+def check_scan(cfg: StudyConfig, run_dir: Path) -> None:
+    """Refuse whole-photo results (``scan/summary.csv``, which the report shows) that were not
+    made from the config as it is now (run after :func:`check_evaluation`).
+
+    Raises:
+        StaleError: naming ``scan/`` and `skintl study`, which runs the scan stage.
+    """
+    out = run_dir / "scan"
+    if not (out / "summary.csv").is_file():
+        return
+    if cfg.scan is None or not cfg.scan.modes:
+        raise StaleError(f"{out}: whole-photo results of a config without scan.modes; remove "
+                         "that folder or rerun `skintl study CONFIG`")  # fmt: skip
+    if not fingerprint_matches(out / "meta.json", fingerprint(scan_inputs(cfg, run_dir))):
+        raise StaleError(f"{out}: not scanned with the config as it is now; rerun `skintl study "
+                         "CONFIG`, which runs the scan stage")  # fmt: skip
 
 
 def write_summaries(table: pd.DataFrame, out: Path, n_boot: int, seed: int) -> pd.DataFrame:
