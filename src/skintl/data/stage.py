@@ -13,6 +13,7 @@ import pandas as pd
 
 from skintl.config import DataConfig, ExcludeConfig, StudyConfig
 from skintl.data.ink import INK_RULE_VERSION, InkRule, ink_mask
+from skintl.data.orientation import ORIENTATION_RULE
 from skintl.data.patches import (
     DROPPED_CODE,
     HEALTHY_CODE,
@@ -271,6 +272,7 @@ def run_patches(cfg: StudyConfig, run_dir: Path) -> tuple[np.ndarray, pd.DataFra
             "classes": cfg.classes,
             "seed": cfg.seed,
             "manifest": manifest_fp,
+            "orientation": ORIENTATION_RULE,  # how photos and masks were read
         }
     )
     if fingerprint_matches(out / "meta.json", fp):
