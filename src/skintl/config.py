@@ -196,6 +196,11 @@ class FeatureConfig(_Strict):
     #: dense mode: photos run in tiles of this many px (plus a receptive-field halo)
     dense_tile: int = Field(512, ge=32)
 
+    def mode_of(self, encoder: str) -> str:
+        """The feature mode (patch or dense) of the encoder named ``encoder``."""
+        enc = next(e for e in self.encoders if e.name == encoder)
+        return enc.mode or self.mode
+
     @model_validator(mode="after")
     def _check(self) -> FeatureConfig:
         from skintl.encoders.backbones import LAYERS
@@ -333,8 +338,9 @@ class ScanConfig(_Strict):
     classifier: Literal["logreg", "mlp", "svm_linear"] = "logreg"
     #: write scan/bundle.pt, refitted on every patient, for `skintl scan`
     export_bundle: bool = True
-    #: scan the held-out photos of every outer fold in these modes ([]: no evaluation)
-    modes: list[Literal["exact", "superpixel", "dense"]] = Field(default_factory=list)
+    #: scan the held-out photos of every outer fold in these modes ([]: no evaluation; None:
+    #: the mode of ``encoder``'s bundles, dense for dense features, exact for patch features)
+    modes: list[Literal["exact", "superpixel", "dense"]] | None = None
     #: grid stride in px at the bundle's scale (None: patch size / 5)
     stride: int | None = Field(None, ge=1)
     #: manifest columns with the photos and the doctor's masks to scan, paths relative to
@@ -345,6 +351,19 @@ class ScanConfig(_Strict):
     include: dict[str, list[str]] = Field(default_factory=dict)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     n_boot: int = Field(1000, ge=10)
+
+    def encoder_for(self, mode: str) -> str:
+        """The encoder whose bundles scan in ``mode``: ``encoder`` for dense windows,
+        ``patch_encoder`` (or ``encoder``) for the isolated windows of exact and superpixel."""
+        return self.encoder if mode == "dense" else (self.patch_encoder or self.encoder)
+
+    def scan_modes(self, features: FeatureConfig) -> list[str]:
+        """``modes``, or the mode of ``encoder``'s bundles when not given."""
+        if self.modes is not None:
+            return list(self.modes)
+        from skintl.scan.windows import DEFAULT_MODE
+
+        return [DEFAULT_MODE[features.mode_of(self.encoder)]]
 
 
 class ReportConfig(_Strict):
@@ -404,14 +423,8 @@ class StudyConfig(_Strict):
                     f"evaluation.finetune: encoder {ft.encoder!r} / layer {ft.layer!r} unknown; "
                     f"encoders are {sorted(encoder_names)}, layers {list(LAYERS)}"
                 )
-        sc = self.scan
-        if sc is not None:
-            for name in (sc.encoder, sc.patch_encoder or sc.encoder):
-                if name not in encoder_names or sc.layer not in self.features.layers:
-                    raise ValueError(
-                        f"scan: encoder {name!r} / layer {sc.layer!r} has no features; "
-                        f"encoders are {sorted(encoder_names)}, layers {self.features.layers}"
-                    )
+        if self.scan is not None:
+            _check_scan(self.scan, self.features)
         runs = {r.name: r for r in self.pretrain}
         for enc in self.features.encoders:
             if enc.weights.startswith("pretrain:"):
@@ -445,6 +458,30 @@ class StudyConfig(_Strict):
         if d.source == "masked_folder" and d.mask_mode == "multiclass" and not d.mask_values:
             raise ValueError("multiclass masks need data.mask_values (e.g. {1: AK, 2: SK})")
         return self
+
+
+def _check_scan(sc: ScanConfig, features: FeatureConfig) -> None:
+    """The scan's encoders have features of its layer, and each mode's bundle was trained on
+    the features that mode computes (dense windows: dense; exact, superpixel: patch)."""
+    from skintl.scan.windows import FEATURE_MODE
+
+    names = sorted(e.name for e in features.encoders)
+    for name in (sc.encoder, sc.patch_encoder or sc.encoder):
+        if name not in names or sc.layer not in features.layers:
+            raise ValueError(
+                f"scan: encoder {name!r} / layer {sc.layer!r} has no features; "
+                f"encoders are {names}, layers {features.layers}"
+            )
+    for mode in sc.scan_modes(features):
+        name = sc.encoder_for(mode)
+        if features.mode_of(name) != FEATURE_MODE[mode]:
+            which = "encoder" if mode == "dense" else "patch_encoder"
+            raise ValueError(
+                f"scan.modes: {mode} needs a bundle of {FEATURE_MODE[mode]} features, but "
+                f"encoder {name!r} has {features.mode_of(name)} features (its bundles are "
+                f"{features.mode_of(name)} bundles); set scan.{which} to an encoder with mode: "
+                f"{FEATURE_MODE[mode]}, or drop {mode} from scan.modes"
+            )
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

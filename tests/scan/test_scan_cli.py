@@ -62,10 +62,10 @@ def test_scan_writes_every_output_and_warns_on_training_photos(
 
 
 @pytest.mark.parametrize("mode", ["exact", "superpixel"])
-def test_other_modes(dense_bundle: Path, photo_and_mask: tuple, tmp_path: Path, mode: str) -> None:
+def test_other_modes(patch_bundle: Path, photo_and_mask: tuple, tmp_path: Path, mode: str) -> None:
     image, _ = photo_and_mask
     labels = image.parent.parent / "masks" / image.name  # multi-class: 1 AK, 2 SK
-    rc = main(["scan", str(dense_bundle), str(image), "--doctor-mask", str(labels),
+    rc = main(["scan", str(patch_bundle), str(image), "--doctor-mask", str(labels),
                "--doctor-mask-value", "1", "--mode", mode, "--stride", "16",
                "-o", str(tmp_path)])  # fmt: skip
     assert rc == 0

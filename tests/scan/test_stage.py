@@ -16,12 +16,15 @@ def _cfg(root: Path, **scan: object) -> dict:
     cfg = tiny_config(
         root,
         features={
-            "encoders": [{"name": "d", "arch": "resnet18", "weights": "random", "mode": "dense"}],
+            "encoders": [
+                {"name": "d", "arch": "resnet18", "weights": "random", "mode": "dense"},
+                {"name": "p", "arch": "resnet18", "weights": "random"},
+            ],
             "layers": ["layer2"],
         },
         evaluation={"classifiers": ["logreg"]},
     )
-    cfg["scan"] = {"encoder": "d", "layer": "layer2", "modes": ["dense"], "stride": 16,
+    cfg["scan"] = {"encoder": "d", "patch_encoder": "p", "layer": "layer2", "stride": 16,
                    "n_boot": 50, **scan}  # fmt: skip
     return cfg
 

@@ -36,11 +36,13 @@ class BundleError(ValueError):
 
 @dataclass
 class Bundle:
-    """A loaded bundle: its record, the encoder trunk (eval mode) and the classifier head."""
+    """A loaded bundle: its record, the encoder trunk (eval mode), the classifier head and the
+    file it was read from (None when built in memory)."""
 
     meta: dict[str, Any]
     trunk: nn.Sequential
     head: Head
+    path: Path | None = None
 
     @property
     def layer(self) -> str:
@@ -57,6 +59,27 @@ class Bundle:
     @property
     def mode(self) -> str:
         return str(self.meta["feature_mode"])
+
+    def scan_mode(self, mode: str | None) -> str:
+        """The scan mode to use: ``mode`` when this bundle's classifier was trained on the
+        features it computes, the bundle's own mode (dense, or exact for patch features) when
+        None. A mismatch is a :class:`BundleError` naming the bundle's feature mode: a dense
+        bundle scanned in exact mode gave empty maps, a patch bundle in dense mode wrong ones."""
+        from skintl.scan.windows import DEFAULT_MODE, FEATURE_MODE, MODES
+
+        if mode is None:
+            return DEFAULT_MODE[self.mode]
+        if mode not in MODES:
+            raise BundleError(f"unknown scan mode {mode!r}; valid: {', '.join(MODES)}")
+        if FEATURE_MODE[mode] != self.mode:
+            fits = [m for m in MODES if FEATURE_MODE[m] == self.mode]
+            raise BundleError(
+                f"{self.path or 'bundle'}: its classifier was trained on {self.mode} features "
+                f"(feature mode {self.mode!r}), but {mode} mode needs {FEATURE_MODE[mode]} "
+                f"features; scan it in {' or '.join(fits)} mode (the default), or export a "
+                f"bundle from an encoder with features mode {FEATURE_MODE[mode]!r}"
+            )
+        return mode
 
 
 def save_bundle(path: Path, meta: dict[str, Any], trunk: nn.Module, head: Head) -> None:
@@ -145,7 +168,7 @@ def load_bundle(path: Path | str) -> Bundle:
     if head.n_features != meta.get("layer_channels"):
         raise BundleError(f"{path}: classifier takes {head.n_features} features but "
                           f"{meta.get('layer')} has {meta.get('layer_channels')}")  # fmt: skip
-    return Bundle(meta, trunk, head)
+    return Bundle(meta, trunk, head, path)
 
 
 def fit_head(cfg: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray, name: str) -> Head:

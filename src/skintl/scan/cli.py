@@ -85,7 +85,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="patient of each photo (warns when the bundle was trained on it)",
     )
     s.add_argument(
-        "--mode", choices=MODES, default="dense", help="window placement (default dense)"
+        "--mode",
+        choices=MODES,
+        help="window placement (default: the bundle's, dense for a bundle of dense features, "
+        "exact for one of patch features; a mode the bundle was not trained for is refused)",
     )
     s.add_argument("--stride", type=int, help="grid stride in px (default: patch size / 5)")
     g = s.add_mutually_exclusive_group()

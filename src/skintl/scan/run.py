@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 class ScanOptions:
     """What ``skintl scan`` does; None picks the bundle's default."""
 
-    mode: str = "dense"
+    mode: str | None = None  # None: the bundle's (dense, or exact for a patch bundle)
     stride: int | None = None  # default: patch size / 5 (10 px for 50 px patches)
     short_side: int | None = None  # bring the photo's short side to this many px
     scale: float | None = None  # or scale it by this factor (default: the bundle's scale)
@@ -94,9 +94,10 @@ def probability_map(
         skin = np.ones(work.shape[:2], bool)
     else:
         skin = skin_mask(work, bundle.size)
+    mode = bundle.scan_mode(opts.mode)
     win = place_windows(bundle, work, skin, opts)
     padded = np.pad(work, ((win.pad, win.pad), (win.pad, win.pad), (0, 0)), mode="reflect")
-    probs = window_probabilities(bundle, padded, win, opts.mode, opts.device, tile=opts.tile)
+    probs = window_probabilities(bundle, padded, win, mode, opts.device, tile=opts.tile)
     return paint(win.owner, probs), skin
 
 
@@ -127,7 +128,9 @@ def scan_photo(
     """Scan one photo, write its files into ``out_dir`` and return its metrics row.
 
     The doctor's outline comes from ``mask_path`` (nonzero = lesion) or ``doctor_mask``
-    ((H, W) bool at the photo's resolution)."""
+    ((H, W) bool at the photo's resolution). A mode the bundle was not trained for is refused
+    before the photo is read."""
+    opts = replace(opts, mode=bundle.scan_mode(opts.mode))
     photo = read_photo(path, opts.max_pixels)
     leak = leak_warning(bundle, path, patient)
     if leak:
@@ -190,6 +193,7 @@ def scan_photos(
     stems = [p.stem for p in photos]
     if len(set(stems)) != len(stems):
         raise ScanError("two photos share a file name; their outputs would overwrite each other")
+    opts = replace(opts, mode=bundle.scan_mode(opts.mode))
     out_dir.mkdir(parents=True, exist_ok=True)
     pids = opts.patient_ids or [None] * len(photos)
     rows = []

@@ -18,7 +18,7 @@ import torch
 from skintl.features.dense import geometry, inference_trunk, iter_window_features
 from skintl.features.extract import exact_fp32, to_input
 from skintl.scan.bundle import Bundle
-from skintl.scan.windows import MODES, Windows
+from skintl.scan.windows import Windows
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,7 @@ def window_probabilities(
     """
     from skintl.features.extract import resolve_device
 
-    if mode not in MODES:
-        raise ValueError(f"unknown scan mode {mode!r}; valid: {', '.join(MODES)}")
-    if mode == "dense" and bundle.mode != "dense":
-        log.warning(
-            "dense scan with a bundle trained on isolated patches (feature mode %r): its "
-            "classifier never saw dense features; export a bundle from a features.mode: dense run",
-            bundle.mode,
-        )
+    bundle.scan_mode(mode)  # a mode the bundle's classifier was not trained for is refused
     dev = resolve_device(device)
     out = np.zeros((len(win), len(bundle.head.classes)), np.float32)
     if len(win) == 0:

@@ -86,7 +86,7 @@ def run_scan(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame | None:
     if s.export_bundle:
         _bundle(cfg, run_dir, s.encoder, out / "bundle.pt", None)
         log.info("scan bundle: %s", out / "bundle.pt")
-    if not s.modes:
+    if not s.scan_modes(cfg.features):
         return None
     table = evaluate_photos(cfg, run_dir, s, out)
     write_text(table.to_csv(index=False), out / "photos.csv")
@@ -123,8 +123,8 @@ def evaluate_photos(cfg: StudyConfig, run_dir: Path, s: ScanConfig, out: Path) -
     used: dict[str, Any] = {}
     for k, group in photos.groupby("fold"):
         train = sorted(set(fold_of.index[fold_of != k]))
-        for mode in s.modes:
-            enc = s.encoder if mode == "dense" else (s.patch_encoder or s.encoder)
+        for mode in s.scan_modes(cfg.features):
+            enc = s.encoder_for(mode)
             path = out / "bundles" / enc / f"fold{k}.pt"
             bundle = used[mode] = load_bundle(_bundle(cfg, run_dir, enc, path, train))
             (out / mode).mkdir(parents=True, exist_ok=True)

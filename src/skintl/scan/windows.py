@@ -19,6 +19,11 @@ import numpy as np
 
 #: window placements of ``skintl scan --mode``
 MODES = ("exact", "superpixel", "dense")
+#: the feature mode a bundle's classifier must have been trained on to scan in each mode:
+#: exact and superpixel windows are isolated patches, dense windows are pooled from the map
+FEATURE_MODE = {"exact": "patch", "superpixel": "patch", "dense": "dense"}
+#: the mode a bundle scans in when none is asked for, by its feature mode
+DEFAULT_MODE = {"patch": "exact", "dense": "dense"}
 
 
 @dataclass
