@@ -351,6 +351,9 @@ class ScanConfig(_Strict):
     include: dict[str, list[str]] = Field(default_factory=dict)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     n_boot: int = Field(1000, ge=10)
+    #: a doctor region is detected when the predicted regions touching it reach this IoU with
+    #: it (the any-overlap rule is reported beside it)
+    region_iou: float = Field(0.2, gt=0, le=1)
 
     def encoder_for(self, mode: str) -> str:
         """The encoder whose bundles scan in ``mode``: ``encoder`` for dense windows,

@@ -22,16 +22,20 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 def cmd_scan(args: argparse.Namespace) -> int:
     from skintl.scan.bundle import load_bundle
     from skintl.scan.image import ScanError
+    from skintl.scan.regions import REGION_IOU
     from skintl.scan.run import ScanOptions, scan_photos
 
     if args.patient_id and len(args.patient_id) != len(args.images):
         raise ScanError(f"{len(args.patient_id)} --patient-id for {len(args.images)} photos")
+    if args.region_iou is not None and not 0 < args.region_iou <= 1:
+        raise ScanError(f"--region-iou {args.region_iou}: give an IoU in (0, 1]")
     bundle = load_bundle(args.bundle)
     opts = ScanOptions(
         mode=args.mode, stride=args.stride, short_side=args.short_side, scale=args.scale,
         device=args.device, max_pixels=args.max_pixels or None, target=args.target_class,
         threshold=args.threshold, min_area=args.min_area, skin=args.skin,
         mask_value=args.doctor_mask_value,
+        region_iou=REGION_IOU if args.region_iou is None else args.region_iou,
         patient_ids=list(args.patient_id or []),
     )  # fmt: skip
     masks = [Path(m) for m in args.doctor_mask] if args.doctor_mask else None
@@ -102,6 +106,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--target-class", default="AK", help="class the doctor's masks outline")
     s.add_argument("--threshold", type=float, help="probability threshold (default: argmax)")
     s.add_argument("--min-area", type=int, help="smallest region in px (default: half a window)")
+    s.add_argument(
+        "--region-iou",
+        type=float,
+        metavar="T",
+        help="a doctor region is detected when the predicted regions touching it reach IoU T "
+        "with it (default 0.2; any overlap is reported beside it)",
+    )
     s.add_argument(
         "--skin",
         choices=["rule", "all"],

@@ -130,7 +130,8 @@ def evaluate_photos(cfg: StudyConfig, run_dir: Path, s: ScanConfig, out: Path) -
             (out / mode).mkdir(parents=True, exist_ok=True)
             for _, r in group.iterrows():
                 target, doctor = _doctor(cfg, run_dir, r)
-                opts = ScanOptions(mode=mode, stride=s.stride, device=s.device, target=target)
+                opts = ScanOptions(mode=mode, stride=s.stride, device=s.device, target=target,
+                                   region_iou=s.region_iou)  # fmt: skip
                 row = scan_photo(bundle, Path(r["photo"]), out / mode, opts,
                                  patient=r["patient_id"], doctor_mask=doctor)  # fmt: skip
                 rows.append({**row, "fold": int(str(k)), "labels": r["labels"]})
