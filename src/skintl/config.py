@@ -326,6 +326,20 @@ class PretrainRunConfig(_Strict):
     allow_shared_patients: bool = False
 
 
+class CellHeadConfig(_Strict):
+    """The cell head (``skintl.scan.cells``): a classifier of every skin cell of the training
+    photos' feature maps, with the classes' natural frequencies."""
+
+    #: each lesion class's decision threshold, chosen on an inner patient split of the training
+    #: patients only: none (argmax), dice (best mean Dice), burden (least absolute burden error)
+    threshold: Literal["none", "dice", "burden"] = "none"
+    #: patient groups of that inner split
+    inner_folds: int = Field(3, ge=2)
+    #: fit on at most this many labelled cells per photo, a uniform sample that keeps the
+    #: natural class frequencies (None: every cell)
+    max_per_photo: int | None = Field(None, ge=1)
+
+
 class ScanConfig(_Strict):
     """Whole-photo scanning (``skintl.scan``): a bundle of every patient, and an honest
     evaluation in which each outer fold's bundle scans that fold's held-out photos."""
@@ -338,9 +352,15 @@ class ScanConfig(_Strict):
     classifier: Literal["logreg", "mlp", "svm_linear"] = "logreg"
     #: write scan/bundle.pt, refitted on every patient, for `skintl scan`
     export_bundle: bool = True
+    #: the head of scan/bundle.pt: patch (the classifier of the cached patch features) or
+    #: cells (every skin cell of the training photos' maps of ``encoder``; scans in cells mode)
+    head: Literal["patch", "cells"] = "patch"
+    cells: CellHeadConfig = Field(default_factory=CellHeadConfig)  # type: ignore[arg-type]
     #: scan the held-out photos of every outer fold in these modes ([]: no evaluation; None:
-    #: the mode of ``encoder``'s bundles, dense for dense features, exact for patch features)
-    modes: list[Literal["exact", "superpixel", "dense"]] | None = None
+    #: the mode of scan/bundle.pt: cells for the cell head, else dense for dense features and
+    #: exact for patch features); cells is the cell head of ``encoder``, compared photo by
+    #: photo with the others
+    modes: list[Literal["exact", "superpixel", "dense", "cells"]] | None = None
     #: grid stride in px at the bundle's scale (None: patch size / 5)
     stride: int | None = Field(None, ge=1)
     #: manifest columns with the photos and the doctor's masks to scan, paths relative to
@@ -356,17 +376,17 @@ class ScanConfig(_Strict):
     region_iou: float = Field(0.2, gt=0, le=1)
 
     def encoder_for(self, mode: str) -> str:
-        """The encoder whose bundles scan in ``mode``: ``encoder`` for dense windows,
+        """The encoder whose bundles scan in ``mode``: ``encoder`` for dense windows and cells,
         ``patch_encoder`` (or ``encoder``) for the isolated windows of exact and superpixel."""
-        return self.encoder if mode == "dense" else (self.patch_encoder or self.encoder)
+        return self.encoder if mode in ("dense", "cells") else (self.patch_encoder or self.encoder)
 
     def scan_modes(self, features: FeatureConfig) -> list[str]:
-        """``modes``, or the mode of ``encoder``'s bundles when not given."""
+        """``modes``, or the mode of scan/bundle.pt when not given."""
         if self.modes is not None:
             return list(self.modes)
         from skintl.scan.windows import DEFAULT_MODE
 
-        return [DEFAULT_MODE[features.mode_of(self.encoder)]]
+        return ["cells"] if self.head == "cells" else [DEFAULT_MODE[features.mode_of(self.encoder)]]
 
 
 class ReportConfig(_Strict):
@@ -466,6 +486,7 @@ class StudyConfig(_Strict):
 def _check_scan(sc: ScanConfig, features: FeatureConfig) -> None:
     """The scan's encoders have features of its layer, and each mode's bundle was trained on
     the features that mode computes (dense windows: dense; exact, superpixel: patch)."""
+    from skintl.scan.cells import CELL_CLASSIFIERS
     from skintl.scan.windows import FEATURE_MODE
 
     names = sorted(e.name for e in features.encoders)
@@ -475,9 +496,15 @@ def _check_scan(sc: ScanConfig, features: FeatureConfig) -> None:
                 f"scan: encoder {name!r} / layer {sc.layer!r} has no features; "
                 f"encoders are {names}, layers {features.layers}"
             )
-    for mode in sc.scan_modes(features):
+    modes = sc.scan_modes(features)
+    if (sc.head == "cells" or "cells" in modes) and sc.classifier not in CELL_CLASSIFIERS:
+        raise ValueError(
+            f"scan: a cell head fits the natural class frequencies; classifier "
+            f"{sc.classifier!r} reweights them: use {' or '.join(CELL_CLASSIFIERS)}"
+        )
+    for mode in modes:
         name = sc.encoder_for(mode)
-        if features.mode_of(name) != FEATURE_MODE[mode]:
+        if mode != "cells" and features.mode_of(name) != FEATURE_MODE[mode]:
             which = "encoder" if mode == "dense" else "patch_encoder"
             raise ValueError(
                 f"scan.modes: {mode} needs a bundle of {FEATURE_MODE[mode]} features, but "

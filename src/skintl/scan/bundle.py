@@ -2,10 +2,11 @@
 
 A bundle holds the encoder truncated after its layer (tensors), the classifier refitted on the
 study's patients (arrays, see :mod:`skintl.scan.head`) and a JSON record: arch, layer, feature
-mode, patch size, the photo scale the patches were cut at (median short side of the training
-photos), class names, training patients and photos (for the leak warning) and the skintl version.
-It is written with ``torch.save`` of tensors and strings only and read with
-``torch.load(weights_only=True)``, so loading never unpickles code.
+mode (patch, dense, or cells for a cell head: :mod:`skintl.scan.cells`), patch size, the photo
+scale the patches were cut at (median short side of the training photos), class names,
+training patients and photos (for the leak warning) and the skintl version. It is written with
+``torch.save`` of tensors and strings only and read with ``torch.load(weights_only=True)``, so
+loading never unpickles code.
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ class Bundle:
     @property
     def mode(self) -> str:
         return str(self.meta["feature_mode"])
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """A cell head's decision threshold per lesion class, chosen on its training patients
+        (empty: argmax)."""
+        return {str(k): float(v) for k, v in (self.meta.get("cell_thresholds") or {}).items()}
 
     def scan_mode(self, mode: str | None) -> str:
         """The scan mode to use: ``mode`` when this bundle's classifier was trained on the
@@ -158,7 +165,7 @@ def load_bundle(path: Path | str) -> Bundle:
     if meta.get("classifier") not in SCAN_CLASSIFIERS:
         raise BundleError(f"{path}: classifier {meta.get('classifier')!r} is not supported for "
                           f"scanning (supported: {', '.join(SCAN_CLASSIFIERS)})")  # fmt: skip
-    if meta.get("feature_mode") not in ("patch", "dense"):
+    if meta.get("feature_mode") not in ("patch", "dense", "cells"):
         raise BundleError(f"{path}: feature mode {meta.get('feature_mode')!r} is unknown")
     trunk = _trunk(path, meta, enc)
     try:

@@ -7,14 +7,23 @@ from pathlib import Path
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
+    from skintl.scan.cell_export import make_cell_bundle
     from skintl.scan.export import make_bundle
 
-    meta = make_bundle(Path(args.run_dir), args.encoder, args.layer, args.classifier,
-                       Path(args.output), args.exclude_patients)  # fmt: skip
+    run, out = Path(args.run_dir), Path(args.output)
+    if args.head == "cells":
+        meta = make_cell_bundle(run, args.encoder, args.layer, args.classifier, out,
+                                threshold=args.cell_threshold, inner_folds=args.inner_folds,
+                                max_per_photo=args.max_cells_per_photo,
+                                exclude_patients=args.exclude_patients)  # fmt: skip
+    else:
+        meta = make_bundle(run, args.encoder, args.layer, args.classifier, out,
+                           args.exclude_patients)  # fmt: skip
     print(
         f"wrote {args.output}: {meta['arch']} {meta['layer']} ({meta['feature_mode']} features), "
         f"{meta['classifier']} on {len(meta['training_patients'])} patients, photo short side "
         f"{meta['photo_short_side']} px"
+        + (f", thresholds {meta['cell_thresholds']}" if meta.get("cell_thresholds") else "")
     )
     return 0
 
@@ -63,6 +72,24 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="ID",
         help="patients left out of the refit (to scan them honestly later)",
+    )
+    b.add_argument(
+        "--head",
+        choices=["patch", "cells"],
+        default="patch",
+        help="patch: the classifier of the run's cached features; cells: a classifier of every "
+        "skin cell of the training photos' feature maps (scans in cells mode)",
+    )
+    b.add_argument(
+        "--cell-threshold",
+        choices=["none", "dice", "burden"],
+        default="none",
+        help="cells: each lesion class's threshold, chosen on an inner patient split of the "
+        "training patients for the best Dice or burden (default none: argmax)",
+    )
+    b.add_argument("--inner-folds", type=int, default=3, help="cells: patient groups (3)")
+    b.add_argument(
+        "--max-cells-per-photo", type=int, help="cells: fit on a uniform sample of this many"
     )
     b.add_argument("-o", "--output", required=True, help="bundle file to write")
     b.set_defaults(func=cmd_bundle)

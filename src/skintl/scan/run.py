@@ -33,7 +33,7 @@ from skintl.scan.regions import (
     match_regions,
     photo_metrics,
 )
-from skintl.scan.scanner import window_probabilities
+from skintl.scan.scanner import cell_probabilities, window_probabilities
 from skintl.scan.skin import skin_mask
 from skintl.scan.windows import Windows, grid_windows, paint, superpixel_windows
 
@@ -104,6 +104,12 @@ def probability_map(
     else:
         skin = skin_mask(work, bundle.size)
     mode = bundle.scan_mode(opts.mode)
+    if mode == "cells":  # each pixel takes its feature-map cell's probabilities
+        cells = cell_probabilities(bundle, work, opts.device, tile=opts.tile)
+        h, w = cells.shape[:2]
+        cy, cx = (np.arange(n) // bundle.stride for n in work.shape[:2])
+        owner = np.where(skin, cy[:, None] * w + cx[None, :], -1)
+        return paint(owner, cells.reshape(h * w, -1)), skin
     win = place_windows(bundle, work, skin, opts)
     padded = np.pad(work, ((win.pad, win.pad), (win.pad, win.pad), (0, 0)), mode="reflect")
     probs = window_probabilities(bundle, padded, win, mode, opts.device, tile=opts.tile)
@@ -159,12 +165,15 @@ def scan_photo(
     if opts.target not in classes:
         raise ScanError(f"--target-class {opts.target!r} is not a class of the bundle {classes}")
     size = bundle.size
-    rule = RegionRule(opts.min_area or size * size // 2, opts.radius or max(1, size // 10),
-                      opts.threshold)  # fmt: skip
-    regions = {c: class_regions(prob, classes, c, rule) for c in classes if c != HEALTHY}
+    # a cell head's thresholds were chosen on its training patients; --threshold overrides them
+    thresholds = {c: opts.threshold if opts.threshold is not None else bundle.thresholds.get(c)
+                  for c in classes if c != HEALTHY}  # fmt: skip
+    rules = {c: RegionRule(opts.min_area or size * size // 2, opts.radius or max(1, size // 10),
+                           t) for c, t in thresholds.items()}  # fmt: skip
+    regions = {c: class_regions(prob, classes, c, rule) for c, rule in rules.items()}
     pred = regions[opts.target]
     row = {"photo": str(path), "patient_id": patient, "mode": opts.mode, "scale": s,
-           "target_class": opts.target,
+           "target_class": opts.target, "threshold": thresholds[opts.target],
            "leak_warning": leak or "", "skin_pct": 100.0 * skin.mean(),
            **photo_metrics(pred, doctor, skin, size, 1.0 / s**2, opts.region_iou)}  # fmt: skip
     stem = out_dir / path.stem

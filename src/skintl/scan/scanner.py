@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from skintl.features.dense import geometry, inference_trunk, iter_window_features
+from skintl.features.dense import feature_map, geometry, inference_trunk, iter_window_features
 from skintl.features.extract import exact_fp32, to_input
 from skintl.scan.bundle import Bundle
 from skintl.scan.windows import Windows
@@ -86,3 +86,23 @@ def _affine_cells(A: torch.Tensor, c: torch.Tensor) -> Callable[[torch.Tensor], 
         return (torch.addmm(c[:, None], A, cells)).view(-1, *fmap.shape[1:]).cpu()
 
     return project
+
+
+@torch.inference_mode()
+def cell_probabilities(
+    bundle: Bundle, photo: np.ndarray, device: str = "cpu", tile: int | None = 512
+) -> np.ndarray:
+    """(H, W, 3) photo -> (h, w, K) class probabilities of every cell of the layer's map
+    (h = ceil(H / stride)) by a cell head, through the feature path of its training cells."""
+    from skintl.features.extract import resolve_device
+
+    bundle.scan_mode("cells")  # a bundle without a cell head is refused
+    dev = resolve_device(device)
+    geo = geometry(bundle.trunk, bundle.stride, bundle.size)
+    A, c = (torch.as_tensor(a, dtype=torch.float32) for a in bundle.head.first_layer())
+    with exact_fp32(dev):
+        fmap = feature_map(inference_trunk(bundle.trunk, dev), photo, geo, tile, dev)
+        z = _affine_cells(A.to(dev), c.to(dev))(fmap)  # (out, h, w): the head's first layer
+    out, h, w = z.shape
+    probs = bundle.head.proba_from_first(z.reshape(out, h * w).T.double().numpy())
+    return probs.reshape(h, w, -1)
