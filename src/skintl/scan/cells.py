@@ -34,7 +34,7 @@ CELL_RULE = "cells-half-domain-pure-blocks-v1"
 #: are switched off; the linear SVM's are always balanced, so it is not offered)
 CELL_CLASSIFIERS = ("logreg", "mlp")
 #: candidate thresholds on a lesion class's probability
-THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.01), 2)
+THRESHOLDS = np.round(np.arange(0.01, 0.991, 0.01), 2)
 
 
 @dataclass
