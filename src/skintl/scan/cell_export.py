@@ -22,6 +22,7 @@ from skintl.scan.bundle import BundleError, fit_head, save_bundle
 from skintl.scan.cells import (
     CELL_CLASSIFIERS,
     CELL_RULE,
+    THRESHOLD_RULE,
     CellTable,
     choose_thresholds,
     training_rows,
@@ -176,6 +177,7 @@ def make_cell_bundle(
                                        inner_folds, max_per_photo, cfg.seed)  # fmt: skip
     meta = bundle_meta(cfg, run_dir, encoder, layer, classifier, patients)
     meta |= {"feature_mode": "cells", "head": "cells", "cell_rule": CELL_RULE,
+             "threshold_rule": THRESHOLD_RULE,
              "training_cells": len(rows), "cell_thresholds": thresholds,
              "threshold_objective": threshold, "threshold_inner_folds": inner_folds,
              "max_cells_per_photo": max_per_photo}  # fmt: skip

@@ -35,6 +35,9 @@ CELL_RULE = "cells-half-domain-pure-blocks-v1"
 CELL_CLASSIFIERS = ("logreg", "mlp")
 #: candidate thresholds on a lesion class's probability
 THRESHOLDS = np.round(np.arange(0.01, 0.991, 0.01), 2)
+#: version of the threshold choice (candidates, cell-level scores, lowest of ties); recorded in
+#: cell bundles and in the scan stage's fingerprint of them
+THRESHOLD_RULE = "0.01-0.99-step-0.01-cell-level-lowest-tie-v1"
 
 
 @dataclass

@@ -74,6 +74,7 @@ def _bundle(
     """``path``, (re)made when missing or made from other inputs: a bundle of ``head``
     (patch: the cached features' classifier; cells: the cell head) fitted on ``only``."""
     from skintl.scan.cell_export import make_cell_bundle, table_fingerprint
+    from skintl.scan.cells import THRESHOLD_RULE
     from skintl.scan.export import make_bundle
 
     s = cfg.scan
@@ -82,7 +83,7 @@ def _bundle(
     key: dict[str, Any] = {"features": rec, "clf": s.classifier, "patients": only,
                            "evaluation": cfg.evaluation.model_dump(mode="json")}  # fmt: skip
     if head == "cells":  # what the cell table is computed from, and the head's settings
-        key |= {"head": head, "cells": s.cells.model_dump(mode="json"),
+        key |= {"head": head, "cells": s.cells.model_dump(mode="json"), "rule": THRESHOLD_RULE,
                 "table": table_fingerprint(cfg, run_dir, encoder, s.layer)}  # fmt: skip
     fp = fingerprint(key)
     marker = path.with_suffix(".json")
