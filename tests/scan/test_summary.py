@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -144,3 +146,14 @@ def test_gallery_picks_best_median_and_worst_by_dice(photos: pd.DataFrame) -> No
     assert [p["dice"] for p in dense] == sorted((p["dice"] for p in dense), reverse=True)
     two = gallery(photos[photos["photo"].isin(["/x/a.jpg", "/x/b.jpg"])])
     assert [p["rank"] for p in two if p["mode"] == "exact"] == ["best", "worst"]
+
+
+def test_report_reads_a_summary_from_before_medians(tmp_path: Path) -> None:
+    from skintl.report.html import _scan_context
+
+    (tmp_path / "scan").mkdir()
+    old = pd.DataFrame([{"mode": "dense", "target_class": "AK", "metric": "dice", "n_photos": 3,
+                         "mean": 0.4, "ci_low": 0.3, "ci_high": 0.5}])  # fmt: skip
+    old.to_csv(tmp_path / "scan" / "summary.csv", index=False)
+    ctx = _scan_context(tmp_path)
+    assert ctx is not None and np.isnan(ctx["rows"][0]["median"]) and ctx["gallery"] == []

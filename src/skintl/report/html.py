@@ -6,6 +6,7 @@ The page opens from disk: relative links only, inline CSS, no scripts, no web fo
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,10 @@ def _scan_context(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / "scan" / "summary.csv"
     if not path.is_file():
         return None
-    rows = pd.read_csv(path).to_dict("records")
+    summary = pd.read_csv(path)
+    for col in ("median", "median_ci_low", "median_ci_high"):  # a summary from before medians
+        summary[col] = summary[col] if col in summary else math.nan
+    rows = summary.to_dict("records")
     diffs = run_dir / "scan" / "mode_differences.csv"
     differences = pd.read_csv(diffs).to_dict("records") if diffs.is_file() else []
     photos = run_dir / "scan" / "photos.csv"
