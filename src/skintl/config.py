@@ -205,6 +205,11 @@ class FeatureConfig(_Strict):
     #: dense mode: photos run in tiles of this many px (plus a receptive-field halo)
     dense_tile: int = Field(512, ge=32)
 
+    def mode_of(self, encoder: str) -> str:
+        """The feature mode (patch or dense) of the encoder named ``encoder``."""
+        enc = next(e for e in self.encoders if e.name == encoder)
+        return enc.mode or self.mode
+
     @model_validator(mode="after")
     def _check(self) -> FeatureConfig:
         from skintl.encoders.backbones import layer_info
@@ -350,6 +355,20 @@ class PretrainRunConfig(_Strict):
     allow_shared_patients: bool = False
 
 
+class CellHeadConfig(_Strict):
+    """The cell head (``skintl.scan.cells``): a classifier of every skin cell of the training
+    photos' feature maps, with the classes' natural frequencies."""
+
+    #: each lesion class's decision threshold, chosen on an inner patient split of the training
+    #: patients only: none (argmax), dice (best mean Dice), burden (least absolute burden error)
+    threshold: Literal["none", "dice", "burden"] = "none"
+    #: patient groups of that inner split
+    inner_folds: int = Field(3, ge=2)
+    #: fit on at most this many labelled cells per photo, a uniform sample that keeps the
+    #: natural class frequencies (None: every cell)
+    max_per_photo: int | None = Field(None, ge=1)
+
+
 class ScanConfig(_Strict):
     """Whole-photo scanning (``skintl.scan``): a bundle of every patient, and an honest
     evaluation in which each outer fold's bundle scans that fold's held-out photos."""
@@ -362,8 +381,15 @@ class ScanConfig(_Strict):
     classifier: Literal["logreg", "mlp", "svm_linear"] = "logreg"
     #: write scan/bundle.pt, refitted on every patient, for `skintl scan`
     export_bundle: bool = True
-    #: scan the held-out photos of every outer fold in these modes ([]: no evaluation)
-    modes: list[Literal["exact", "superpixel", "dense"]] = Field(default_factory=list)
+    #: the head of scan/bundle.pt: patch (the classifier of the cached patch features) or
+    #: cells (every skin cell of the training photos' maps of ``encoder``; scans in cells mode)
+    head: Literal["patch", "cells"] = "patch"
+    cells: CellHeadConfig = Field(default_factory=CellHeadConfig)  # type: ignore[arg-type]
+    #: scan the held-out photos of every outer fold in these modes ([]: no evaluation; None:
+    #: the mode of scan/bundle.pt: cells for the cell head, else dense for dense features and
+    #: exact for patch features); cells is the cell head of ``encoder``, compared photo by
+    #: photo with the others
+    modes: list[Literal["exact", "superpixel", "dense", "cells"]] | None = None
     #: grid stride in px at the bundle's scale (None: patch size / 5)
     stride: int | None = Field(None, ge=1)
     #: manifest columns with the photos and the doctor's masks to scan, paths relative to
@@ -374,6 +400,22 @@ class ScanConfig(_Strict):
     include: dict[str, list[str]] = Field(default_factory=dict)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     n_boot: int = Field(1000, ge=10)
+    #: a doctor region is detected when the predicted regions touching it reach this IoU with
+    #: it (the any-overlap rule is reported beside it)
+    region_iou: float = Field(0.2, gt=0, le=1)
+
+    def encoder_for(self, mode: str) -> str:
+        """The encoder whose bundles scan in ``mode``: ``encoder`` for dense windows and cells,
+        ``patch_encoder`` (or ``encoder``) for the isolated windows of exact and superpixel."""
+        return self.encoder if mode in ("dense", "cells") else (self.patch_encoder or self.encoder)
+
+    def scan_modes(self, features: FeatureConfig) -> list[str]:
+        """``modes``, or the mode of scan/bundle.pt when not given."""
+        if self.modes is not None:
+            return list(self.modes)
+        from skintl.scan.windows import DEFAULT_MODE
+
+        return ["cells"] if self.head == "cells" else [DEFAULT_MODE[features.mode_of(self.encoder)]]
 
 
 class ReportConfig(_Strict):
@@ -436,16 +478,8 @@ class StudyConfig(_Strict):
                     f"encoders are {sorted(encoder_names)}"
                     + (f", taps of {enc.arch}: {list(layer_info(enc.arch))}" if enc else "")
                 )
-        sc = self.scan
-        if sc is not None:
-            for name in (sc.encoder, sc.patch_encoder or sc.encoder):
-                enc = f.encoder(name)
-                if enc is None or sc.layer not in f.encoder_layers(enc):
-                    raise ValueError(
-                        f"scan: encoder {name!r} / layer {sc.layer!r} has no features; "
-                        f"encoders are {sorted(encoder_names)}"
-                        + (f", layers of {name}: {f.encoder_layers(enc)}" if enc else "")
-                    )
+        if self.scan is not None:
+            _check_scan(self.scan, self.features)
         runs = {r.name: r for r in self.pretrain}
         for enc in self.features.encoders:
             if enc.weights.startswith("pretrain:"):
@@ -479,6 +513,38 @@ class StudyConfig(_Strict):
         if d.source == "masked_folder" and d.mask_mode == "multiclass" and not d.mask_values:
             raise ValueError("multiclass masks need data.mask_values (e.g. {1: AK, 2: SK})")
         return self
+
+
+def _check_scan(sc: ScanConfig, features: FeatureConfig) -> None:
+    """The scan's encoders have features of its layer, and each mode's bundle was trained on
+    the features that mode computes (dense windows: dense; exact, superpixel: patch)."""
+    from skintl.scan.cells import CELL_CLASSIFIERS
+    from skintl.scan.windows import FEATURE_MODE
+
+    names = sorted(e.name for e in features.encoders)
+    for name in (sc.encoder, sc.patch_encoder or sc.encoder):
+        enc = features.encoder(name)
+        if enc is None or sc.layer not in features.encoder_layers(enc):
+            raise ValueError(
+                f"scan: encoder {name!r} / layer {sc.layer!r} has no features; encoders are "
+                f"{names}" + (f", layers of {name}: {features.encoder_layers(enc)}" if enc else "")
+            )
+    modes = sc.scan_modes(features)
+    if (sc.head == "cells" or "cells" in modes) and sc.classifier not in CELL_CLASSIFIERS:
+        raise ValueError(
+            f"scan: a cell head fits the natural class frequencies; classifier "
+            f"{sc.classifier!r} reweights them: use {' or '.join(CELL_CLASSIFIERS)}"
+        )
+    for mode in modes:
+        name = sc.encoder_for(mode)
+        if mode != "cells" and features.mode_of(name) != FEATURE_MODE[mode]:
+            which = "encoder" if mode == "dense" else "patch_encoder"
+            raise ValueError(
+                f"scan.modes: {mode} needs a bundle of {FEATURE_MODE[mode]} features, but "
+                f"encoder {name!r} has {features.mode_of(name)} features (its bundles are "
+                f"{features.mode_of(name)} bundles); set scan.{which} to an encoder with mode: "
+                f"{FEATURE_MODE[mode]}, or drop {mode} from scan.modes"
+            )
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

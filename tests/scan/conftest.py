@@ -42,3 +42,12 @@ def dense_bundle(scan_run: Path) -> Path:
     out = scan_run.parent / "dense.bundle"
     make_bundle(scan_run, "r18-dense", "layer2", "logreg", out)
     return out
+
+
+@pytest.fixture(scope="session")
+def patch_bundle(scan_run: Path) -> Path:
+    from skintl.scan.export import make_bundle
+
+    out = scan_run.parent / "patch.bundle"
+    make_bundle(scan_run, "r18", "layer2", "logreg", out)
+    return out

@@ -62,10 +62,10 @@ def test_scan_writes_every_output_and_warns_on_training_photos(
 
 
 @pytest.mark.parametrize("mode", ["exact", "superpixel"])
-def test_other_modes(dense_bundle: Path, photo_and_mask: tuple, tmp_path: Path, mode: str) -> None:
+def test_other_modes(patch_bundle: Path, photo_and_mask: tuple, tmp_path: Path, mode: str) -> None:
     image, _ = photo_and_mask
     labels = image.parent.parent / "masks" / image.name  # multi-class: 1 AK, 2 SK
-    rc = main(["scan", str(dense_bundle), str(image), "--doctor-mask", str(labels),
+    rc = main(["scan", str(patch_bundle), str(image), "--doctor-mask", str(labels),
                "--doctor-mask-value", "1", "--mode", mode, "--stride", "16",
                "-o", str(tmp_path)])  # fmt: skip
     assert rc == 0
@@ -111,3 +111,20 @@ def test_decompression_bomb_via_cli(
     (line,) = [x for x in err.splitlines() if "error" in x]  # the rest is the progress bar
     assert rc == 2 and line.startswith("skintl: error: ") and "big.png: more than 1000" in line
     assert "decompression bomb" in line and "Traceback" not in err
+
+
+def test_region_iou_option(
+    dense_bundle: Path, photo_and_mask: tuple, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from skintl.config import ScanConfig
+    from skintl.scan.regions import REGION_IOU
+
+    assert ScanConfig(encoder="x").region_iou == REGION_IOU  # one default for stage and CLI
+    image, mask = photo_and_mask
+    args = ["scan", str(dense_bundle), str(image), "--doctor-mask", str(mask), "--stride", "16"]
+    assert main([*args, "--region-iou", "0.5", "-o", str(tmp_path)]) == 0
+    row = pd.read_csv(tmp_path / "scan_metrics.csv").iloc[0]
+    assert row["region_iou_threshold"] == 0.5
+    assert row["region_sensitivity"] <= row["region_sensitivity_any"]
+    assert main([*args, "--region-iou", "1.5", "-o", str(tmp_path / "o")]) == 2
+    assert "--region-iou 1.5: give an IoU in (0, 1]" in capsys.readouterr().err

@@ -16,12 +16,15 @@ def _cfg(root: Path, **scan: object) -> dict:
     cfg = tiny_config(
         root,
         features={
-            "encoders": [{"name": "d", "arch": "resnet18", "weights": "random", "mode": "dense"}],
+            "encoders": [
+                {"name": "d", "arch": "resnet18", "weights": "random", "mode": "dense"},
+                {"name": "p", "arch": "resnet18", "weights": "random"},
+            ],
             "layers": ["layer2"],
         },
         evaluation={"classifiers": ["logreg"]},
     )
-    cfg["scan"] = {"encoder": "d", "layer": "layer2", "modes": ["dense"], "stride": 16,
+    cfg["scan"] = {"encoder": "d", "patch_encoder": "p", "layer": "layer2", "stride": 16,
                    "n_boot": 50, **scan}  # fmt: skip
     return cfg
 
@@ -60,6 +63,16 @@ def test_scan_stage_is_honest(synthetic_root: Path, tmp_path: Path) -> None:
     html = write_report(tmp_path / "run", n_boot=20).read_text()
     assert 'id="whole-photo"' in html and "../scan/dense/index.html" in html
     assert "Modes compared photo by photo" in html and "dense &minus; exact" in html
+    assert dice["median_ci_low"] <= dice["median"] <= dice["median_ci_high"]
+    assert "median [95% CI]" in html and "Overlays by Dice: best, median, worst" in html
+    best = dense.sort_values("dice", ascending=False)["photo"].iloc[0]
+    src = f"../scan/dense/{Path(best).stem}_overlay.png"
+    assert src in html and (tmp_path / "run" / "report" / src).resolve().is_file()
+    page = (out / "dense" / "index.html").read_text()
+    for _, r in dense.iterrows():  # every section names its target class, best Dice first
+        assert f"{Path(r['photo']).name}: target class {r['target_class']}" in page
+    assert page.index(Path(best).name) < min(page.index(Path(p).name) for p in dense["photo"]
+                                             if p != best)  # fmt: skip
 
 
 def test_report_refuses_whole_photo_results_of_other_scan_settings(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
 from skintl.evaluation.stats import group_resamples
-from skintl.scan.summary import paired_differences, reference_mode, summarise
+from skintl.scan.summary import gallery, paired_differences, reference_mode, summarise
 
 # Patient p1 has two photos; superpixel did not scan photo d; dense has no specificity on c.
 EXACT = {"a": 0.20, "b": 0.50, "c": 0.10, "d": 0.40, "e": 0.30, "f": 0.25}
@@ -105,3 +107,53 @@ def test_summary_has_absolute_burden_error_with_ci(photos: pd.DataFrame) -> None
     assert row["ci_low"] <= row["mean"] <= row["ci_high"] and row["ci_low"] < row["ci_high"]
     one = summarise(photos[photos["patient_id"] == "p1"], n_boot=200, seed=0)
     assert one["ci_low"].isna().all() and one["mean"].notna().all()  # one patient: no interval
+
+
+def test_summary_has_medians_beside_means(photos: pd.DataFrame) -> None:
+    summary = summarise(photos, n_boot=300, seed=0)
+    row = summary[(summary["mode"] == "dense") & (summary["metric"] == "dice")].iloc[0]
+    assert row["median"] == pytest.approx(np.median(list(DENSE.values())))
+    assert row["median_ci_low"] <= row["median"] <= row["median_ci_high"]
+    # the interval by hand: the median of each resample's photos, a patient's photos together
+    order = sorted(DENSE, key=lambda p: PATIENT[p])
+    x, groups = np.array([DENSE[p] for p in order]), np.array([PATIENT[p] for p in order])
+    boot = [np.median(np.repeat(x, w.astype(int))) for w in group_resamples(groups, 300, 0)]
+    assert [row["median_ci_low"], row["median_ci_high"]] == pytest.approx(
+        np.percentile(boot, [2.5, 97.5])
+    )
+
+
+def test_region_precision_pools_every_photo() -> None:
+    # p1: 1 of 4 regions right; p2: no prediction; p3: 3 of 3 right; p4: no prediction
+    tp, n = [1, 0, 3, 0], [4, 0, 3, 0]
+    table = pd.DataFrame({
+        "photo": ["a", "b", "c", "d"], "patient_id": ["p1", "p2", "p3", "p4"], "mode": "dense",
+        "target_class": "AK", "pred_regions_tp": tp, "pred_regions": n,
+        "region_precision": [0.25, np.nan, 1.0, np.nan],
+    })  # fmt: skip
+    row = summarise(table, n_boot=200, seed=0).iloc[0]
+    assert row["metric"] == "region_precision" and row["n_photos"] == 4
+    assert row["mean"] == pytest.approx(4 / 7)  # not the mean of 0.25 and 1.0 over two photos
+    assert row["median"] == pytest.approx(0.625)  # over the photos with a prediction
+
+
+def test_gallery_picks_best_median_and_worst_by_dice(photos: pd.DataFrame) -> None:
+    picks = gallery(photos.assign(flooded=0.0))
+    dense = [p for p in picks if p["mode"] == "dense"]
+    ranked = sorted(DENSE, key=lambda p: -DENSE[p])  # f .55, b .45, d .40, a .30, c .30, e .10
+    assert [p["rank"] for p in dense] == ["best", "median", "worst"]
+    assert [p["stem"] for p in dense] == [ranked[0], ranked[3], ranked[-1]]
+    assert [p["dice"] for p in dense] == sorted((p["dice"] for p in dense), reverse=True)
+    two = gallery(photos[photos["photo"].isin(["/x/a.jpg", "/x/b.jpg"])])
+    assert [p["rank"] for p in two if p["mode"] == "exact"] == ["best", "worst"]
+
+
+def test_report_reads_a_summary_from_before_medians(tmp_path: Path) -> None:
+    from skintl.report.html import _scan_context
+
+    (tmp_path / "scan").mkdir()
+    old = pd.DataFrame([{"mode": "dense", "target_class": "AK", "metric": "dice", "n_photos": 3,
+                         "mean": 0.4, "ci_low": 0.3, "ci_high": 0.5}])  # fmt: skip
+    old.to_csv(tmp_path / "scan" / "summary.csv", index=False)
+    ctx = _scan_context(tmp_path)
+    assert ctx is not None and np.isnan(ctx["rows"][0]["median"]) and ctx["gallery"] == []

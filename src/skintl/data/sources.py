@@ -20,6 +20,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from skintl.config import DataConfig, StudyConfig
+from skintl.data.orientation import oriented
 from skintl.data.validate import DataError, Item, Problems, duplicates, inside_root, pixel_hash
 from skintl.progress import progress
 
@@ -50,7 +51,8 @@ def _pixel_limit(max_pixels: int | None) -> Iterator[None]:
 def _decode(path: Path, what: str, max_pixels: int | None) -> np.ndarray:
     try:
         with _pixel_limit(max_pixels), Image.open(path) as im:
-            return np.asarray(im.convert("RGB") if what == "image" else im)
+            shown = oriented(im)  # photos and masks alike (skintl.data.orientation)
+            return np.asarray(shown.convert("RGB") if what == "image" else shown)
     except FileNotFoundError:
         raise DataError(f"{path}: {what} file not found (check the metadata path)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -66,7 +68,8 @@ def _decode(path: Path, what: str, max_pixels: int | None) -> np.ndarray:
 
 
 def read_rgb(path: Path, max_pixels: int | None = None) -> np.ndarray:
-    """Decode an image as (H, W, 3) uint8, or raise :class:`DataError` naming the file.
+    """Decode an image as displayed (EXIF orientation applied) into (H, W, 3) uint8, or raise
+    :class:`DataError` naming the file.
 
     Images over ``max_pixels`` pixels (None: Pillow's limit) are refused as possible
     decompression bombs.
@@ -75,7 +78,8 @@ def read_rgb(path: Path, max_pixels: int | None = None) -> np.ndarray:
 
 
 def read_mask(path: Path, max_pixels: int | None = None) -> np.ndarray:
-    """Decode a label mask as (H, W) uint8 (first channel if it has several)."""
+    """Decode a label mask as displayed (its own EXIF orientation applied, as its photo's) into
+    (H, W) uint8 (first channel if it has several)."""
     arr = _decode(path, "mask", max_pixels)
     return arr[..., 0] if arr.ndim == 3 else arr
 

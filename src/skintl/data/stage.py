@@ -13,6 +13,7 @@ import pandas as pd
 
 from skintl.config import DataConfig, ExcludeConfig, StudyConfig
 from skintl.data.ink import INK_RULE_VERSION, InkRule, ink_mask
+from skintl.data.orientation import ORIENTATION_RULE
 from skintl.data.patches import (
     DROPPED_CODE,
     HEALTHY_CODE,
@@ -278,7 +279,8 @@ def patches_inputs(cfg: StudyConfig, manifest_fp: str) -> dict[str, Any]:
     ex = cfg.patches.exclude
     if not (ex.ink or ex.artefacts):  # no effect, so runs from before it existed stay valid
         del settings["exclude"]
-    return {"patches": settings, "classes": cfg.classes, "seed": cfg.seed, "manifest": manifest_fp}
+    return {"patches": settings, "classes": cfg.classes, "seed": cfg.seed, "manifest": manifest_fp,
+            "orientation": ORIENTATION_RULE}  # how photos and masks were read
 
 
 def check_patches(cfg: StudyConfig, run_dir: Path) -> str:

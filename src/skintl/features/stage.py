@@ -191,7 +191,8 @@ def _dense(
     return dense_patch_features(
         net, {k: v.stride for k, v in info.items()}, paths, index["image_idx"].to_numpy(),
         index["y"].to_numpy(), index["x"].to_numpy(), cfg.patches.size, layers,
-        lambda p: read_rgb(Path(p)), cfg.features.dense_tile, cfg.features.device, progress,
+        lambda p: read_rgb(Path(p), cfg.data.max_image_pixels),  # oriented as the patches
+        cfg.features.dense_tile, cfg.features.device, progress,
     )  # fmt: skip
 
 

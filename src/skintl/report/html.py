@@ -6,6 +6,7 @@ The page opens from disk: relative links only, inline CSS, no scripts, no web fo
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -136,16 +137,26 @@ def _render(context: dict[str, Any]) -> str:
 
 
 def _scan_context(run_dir: Path) -> dict[str, Any] | None:
-    """The whole-photo summary of the scan stage (``scan/summary.csv``) and its paired mode
-    differences (``scan/mode_differences.csv``), when there are some."""
+    """The whole-photo summary of the scan stage (``scan/summary.csv``), its paired mode
+    differences (``scan/mode_differences.csv``) and a gallery of the best, median and worst
+    overlays by Dice (``scan/photos.csv``), when there are some."""
+    from skintl.scan.summary import gallery
+
     path = run_dir / "scan" / "summary.csv"
     if not path.is_file():
         return None
-    rows = pd.read_csv(path).to_dict("records")
+    summary = pd.read_csv(path)
+    for col in ("median", "median_ci_low", "median_ci_high"):  # a summary from before medians
+        summary[col] = summary[col] if col in summary else math.nan
+    rows = summary.to_dict("records")
     diffs = run_dir / "scan" / "mode_differences.csv"
     differences = pd.read_csv(diffs).to_dict("records") if diffs.is_file() else []
+    photos = run_dir / "scan" / "photos.csv"
+    picks = gallery(pd.read_csv(photos)) if photos.is_file() else []
+    for p in picks:
+        p["src"] = f"../scan/{p['mode']}/{p['stem']}_overlay.png"
     return {"rows": rows, "modes": sorted({str(r["mode"]) for r in rows}),
-            "differences": differences}  # fmt: skip
+            "differences": differences, "gallery": picks}  # fmt: skip
 
 
 def write_report(

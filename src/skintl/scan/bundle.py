@@ -2,10 +2,11 @@
 
 A bundle holds the encoder truncated after its layer (tensors), the classifier refitted on the
 study's patients (arrays, see :mod:`skintl.scan.head`) and a JSON record: arch, layer, feature
-mode, patch size, the photo scale the patches were cut at (median short side of the training
-photos), class names, training patients and photos (for the leak warning) and the skintl version.
-It is written with ``torch.save`` of tensors and strings only and read with
-``torch.load(weights_only=True)``, so loading never unpickles code.
+mode (patch, dense, or cells for a cell head: :mod:`skintl.scan.cells`), patch size, the photo
+scale the patches were cut at (median short side of the training photos), class names,
+training patients and photos (for the leak warning) and the skintl version. It is written with
+``torch.save`` of tensors and strings only and read with ``torch.load(weights_only=True)``, so
+loading never unpickles code.
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ class BundleError(ValueError):
 
 @dataclass
 class Bundle:
-    """A loaded bundle: its record, the encoder trunk (eval mode) and the classifier head."""
+    """A loaded bundle: its record, the encoder trunk (eval mode), the classifier head and the
+    file it was read from (None when built in memory)."""
 
     meta: dict[str, Any]
     trunk: nn.Sequential
     head: Head
+    path: Path | None = None
 
     @property
     def layer(self) -> str:
@@ -57,6 +60,33 @@ class Bundle:
     @property
     def mode(self) -> str:
         return str(self.meta["feature_mode"])
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """A cell head's decision threshold per lesion class, chosen on its training patients
+        (empty: argmax)."""
+        return {str(k): float(v) for k, v in (self.meta.get("cell_thresholds") or {}).items()}
+
+    def scan_mode(self, mode: str | None) -> str:
+        """The scan mode to use: ``mode`` when this bundle's classifier was trained on the
+        features it computes, the bundle's own mode (dense, or exact for patch features) when
+        None. A mismatch is a :class:`BundleError` naming the bundle's feature mode: a dense
+        bundle scanned in exact mode gave empty maps, a patch bundle in dense mode wrong ones."""
+        from skintl.scan.windows import DEFAULT_MODE, FEATURE_MODE, MODES
+
+        if mode is None:
+            return DEFAULT_MODE[self.mode]
+        if mode not in MODES:
+            raise BundleError(f"unknown scan mode {mode!r}; valid: {', '.join(MODES)}")
+        if FEATURE_MODE[mode] != self.mode:
+            fits = [m for m in MODES if FEATURE_MODE[m] == self.mode]
+            raise BundleError(
+                f"{self.path or 'bundle'}: its classifier was trained on {self.mode} features "
+                f"(feature mode {self.mode!r}), but {mode} mode needs {FEATURE_MODE[mode]} "
+                f"features; scan it in {' or '.join(fits)} mode (the default), or export a "
+                f"bundle from an encoder with features mode {FEATURE_MODE[mode]!r}"
+            )
+        return mode
 
 
 def save_bundle(path: Path, meta: dict[str, Any], trunk: nn.Module, head: Head) -> None:
@@ -137,7 +167,7 @@ def load_bundle(path: Path | str) -> Bundle:
     if meta.get("classifier") not in SCAN_CLASSIFIERS:
         raise BundleError(f"{path}: classifier {meta.get('classifier')!r} is not supported for "
                           f"scanning (supported: {', '.join(SCAN_CLASSIFIERS)})")  # fmt: skip
-    if meta.get("feature_mode") not in ("patch", "dense"):
+    if meta.get("feature_mode") not in ("patch", "dense", "cells"):
         raise BundleError(f"{path}: feature mode {meta.get('feature_mode')!r} is unknown")
     trunk = _trunk(path, meta, enc)
     try:
@@ -147,7 +177,7 @@ def load_bundle(path: Path | str) -> Bundle:
     if head.n_features != meta.get("layer_channels"):
         raise BundleError(f"{path}: classifier takes {head.n_features} features but "
                           f"{meta.get('layer')} has {meta.get('layer_channels')}")  # fmt: skip
-    return Bundle(meta, trunk, head)
+    return Bundle(meta, trunk, head, path)
 
 
 def fit_head(

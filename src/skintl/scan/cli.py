@@ -7,14 +7,23 @@ from pathlib import Path
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
+    from skintl.scan.cell_export import make_cell_bundle
     from skintl.scan.export import make_bundle
 
-    meta = make_bundle(Path(args.run_dir), args.encoder, args.layer, args.classifier,
-                       Path(args.output), args.exclude_patients)  # fmt: skip
+    run, out = Path(args.run_dir), Path(args.output)
+    if args.head == "cells":
+        meta = make_cell_bundle(run, args.encoder, args.layer, args.classifier, out,
+                                threshold=args.cell_threshold, inner_folds=args.inner_folds,
+                                max_per_photo=args.max_cells_per_photo,
+                                exclude_patients=args.exclude_patients)  # fmt: skip
+    else:
+        meta = make_bundle(run, args.encoder, args.layer, args.classifier, out,
+                           args.exclude_patients)  # fmt: skip
     print(
         f"wrote {args.output}: {meta['arch']} {meta['layer']} ({meta['feature_mode']} features), "
         f"{meta['classifier']} on {len(meta['training_patients'])} patients, photo short side "
         f"{meta['photo_short_side']} px"
+        + (f", thresholds {meta['cell_thresholds']}" if meta.get("cell_thresholds") else "")
     )
     if meta["warnings"]:
         print(f"warning: the classifier's refit gave {len(meta['warnings'])} warning(s), "
@@ -25,16 +34,20 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 def cmd_scan(args: argparse.Namespace) -> int:
     from skintl.scan.bundle import load_bundle
     from skintl.scan.image import ScanError
+    from skintl.scan.regions import REGION_IOU
     from skintl.scan.run import ScanOptions, scan_photos
 
     if args.patient_id and len(args.patient_id) != len(args.images):
         raise ScanError(f"{len(args.patient_id)} --patient-id for {len(args.images)} photos")
+    if args.region_iou is not None and not 0 < args.region_iou <= 1:
+        raise ScanError(f"--region-iou {args.region_iou}: give an IoU in (0, 1]")
     bundle = load_bundle(args.bundle)
     opts = ScanOptions(
         mode=args.mode, stride=args.stride, short_side=args.short_side, scale=args.scale,
         device=args.device, max_pixels=args.max_pixels or None, target=args.target_class,
         threshold=args.threshold, min_area=args.min_area, skin=args.skin,
         mask_value=args.doctor_mask_value,
+        region_iou=REGION_IOU if args.region_iou is None else args.region_iou,
         patient_ids=list(args.patient_id or []),
     )  # fmt: skip
     masks = [Path(m) for m in args.doctor_mask] if args.doctor_mask else None
@@ -63,6 +76,24 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         metavar="ID",
         help="patients left out of the refit (to scan them honestly later)",
     )
+    b.add_argument(
+        "--head",
+        choices=["patch", "cells"],
+        default="patch",
+        help="patch: the classifier of the run's cached features; cells: a classifier of every "
+        "skin cell of the training photos' feature maps (scans in cells mode)",
+    )
+    b.add_argument(
+        "--cell-threshold",
+        choices=["none", "dice", "burden"],
+        default="none",
+        help="cells: each lesion class's threshold, chosen on an inner patient split of the "
+        "training patients for the best Dice or burden (default none: argmax)",
+    )
+    b.add_argument("--inner-folds", type=int, default=3, help="cells: patient groups (3)")
+    b.add_argument(
+        "--max-cells-per-photo", type=int, help="cells: fit on a uniform sample of this many"
+    )
     b.add_argument("-o", "--output", required=True, help="bundle file to write")
     b.set_defaults(func=cmd_bundle)
 
@@ -88,7 +119,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="patient of each photo (warns when the bundle was trained on it)",
     )
     s.add_argument(
-        "--mode", choices=MODES, default="dense", help="window placement (default dense)"
+        "--mode",
+        choices=MODES,
+        help="window placement (default: the bundle's, dense for a bundle of dense features, "
+        "exact for one of patch features; a mode the bundle was not trained for is refused)",
     )
     s.add_argument("--stride", type=int, help="grid stride in px (default: patch size / 5)")
     g = s.add_mutually_exclusive_group()
@@ -102,6 +136,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--target-class", default="AK", help="class the doctor's masks outline")
     s.add_argument("--threshold", type=float, help="probability threshold (default: argmax)")
     s.add_argument("--min-area", type=int, help="smallest region in px (default: half a window)")
+    s.add_argument(
+        "--region-iou",
+        type=float,
+        metavar="T",
+        help="a doctor region is detected when the predicted regions touching it reach IoU T "
+        "with it (default 0.2; any overlap is reported beside it)",
+    )
     s.add_argument(
         "--skin",
         choices=["rule", "all"],

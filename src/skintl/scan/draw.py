@@ -1,9 +1,11 @@
 """Overlays in the original work's colours, and probability heat-maps.
 
-Outlines: the doctor's region in dark blue, predicted regions that overlap it (true positives) in
-light blue, predicted regions that overlap none (false positives) in black, and doctor regions
-no prediction overlaps (missed) in orange, which the original figures did not distinguish.
-Predicted regions are also tinted in their colour. A legend strip is added under the photo.
+Outlines: the doctor's region in dark blue, predicted regions that detect it (true positives,
+:mod:`skintl.scan.regions`) in light blue, other predicted regions (false positives) in black,
+and doctor regions left undetected (missed) in orange, which the original figures did not
+distinguish. Predicted regions are also tinted in their colour; a flood (a predicted region over
+half the skin) is outlined in magenta and named in the legend. A legend strip is added under the
+photo. Heat-maps get a colour bar naming the class whose probability they show.
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ DOCTOR = (0, 0, 139)  # dark blue
 TRUE_POSITIVE = (135, 206, 250)  # light blue
 FALSE_POSITIVE = (0, 0, 0)  # black
 MISSED = (255, 140, 0)  # orange
+FLOOD = (255, 0, 255)  # magenta
 LEGEND = (
     ("doctor's region", DOCTOR),
     ("true positive", TRUE_POSITIVE),
     ("false positive", FALSE_POSITIVE),
     ("missed doctor region", MISSED),
 )
+FLOOD_LEGEND = ("FLOOD: a predicted region over half the skin", FLOOD)
 LEGEND_HEIGHT = 22
+#: the heat-maps' colour map, 0 (black) to 1 (pale yellow)
+COLOURMAP = "inferno"
 
 
 def _edge(mask: np.ndarray, width: int) -> np.ndarray:
@@ -57,6 +63,7 @@ def overlay(
     doctor_found: np.ndarray | None,
     width: int = 2,
     alpha: float = 0.3,
+    pred_flood: np.ndarray | None = None,
 ) -> np.ndarray:
     """(H, W, 3) photo + region labels -> (H + legend, W, 3) uint8 overlay.
 
@@ -64,9 +71,13 @@ def overlay(
         pred: (H, W) predicted region labels; pred_tp: (n,) true-positive flag per region
             (None without a doctor's mask: every region is drawn as a true positive).
         doctor_labels: (H, W) doctor region labels; doctor_found: (n,) detected flag per region.
+        pred_flood: (n,) flood flag per predicted region (outlined in magenta, named in the
+            legend).
     """
     out = photo.astype(np.float32).copy()
-    tp = pred_tp if pred_tp is not None else np.ones(int(pred.max()), bool)
+    n = int(pred.max())
+    tp = pred_tp if pred_tp is not None else np.ones(n, bool)
+    flood = pred_flood if pred_flood is not None else np.zeros(n, bool)
     colours = np.array([FALSE_POSITIVE, TRUE_POSITIVE], np.float32)[tp.astype(int)]
     inside = pred > 0
     out[inside] = (1 - alpha) * out[inside] + alpha * colours[pred[inside] - 1]
@@ -75,20 +86,50 @@ def overlay(
         missed = np.isin(doctor_labels, np.flatnonzero(~doctor_found) + 1)
         out[doc_edge] = DOCTOR
         out[doc_edge & missed] = MISSED
-    for i in range(1, int(pred.max()) + 1):
-        out[_edge(pred == i, width)] = colours[i - 1]
+    for i in range(1, n + 1):
+        out[_edge(pred == i, width)] = FLOOD if flood[i - 1] else colours[i - 1]
     items = LEGEND if doctor_labels is not None else LEGEND[1:2]
+    items = (FLOOD_LEGEND, *items) if flood.any() else items
     legend = _legend(photo.shape[1], items)
     return np.concatenate([out.round().astype(np.uint8), legend], axis=0)
 
 
-def heatmap(photo: np.ndarray, prob: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """(H, W, 3) photo and (H, W) probability (NaN off the skin) -> (H, W, 3) uint8 overlay."""
+def heatmap(photo: np.ndarray, prob: np.ndarray, label: str, alpha: float = 0.55) -> np.ndarray:
+    """(H, W, 3) photo and (H, W) probability (NaN off the skin) -> (H + bar, W, 3) uint8
+    overlay with a colour bar from 0 to 1 titled ``label`` (e.g. "probability of AK")."""
     from matplotlib import colormaps
 
     grey = photo.astype(np.float32).mean(axis=2, keepdims=True).repeat(3, axis=2)
     valid = ~np.isnan(prob)
-    colour = colormaps["inferno"](np.nan_to_num(prob, nan=0.0))[..., :3] * 255
+    colour = colormaps[COLOURMAP](np.nan_to_num(prob, nan=0.0))[..., :3] * 255
     out = grey * 0.6
     out[valid] = (1 - alpha) * photo[valid] + alpha * colour[valid]
-    return np.clip(out, 0, 255).round().astype(np.uint8)
+    img = np.clip(out, 0, 255).round().astype(np.uint8)
+    return np.concatenate([img, colour_bar(photo.shape[1], label)], axis=0)
+
+
+def colour_bar(width: int, label: str, height: int = 2 * LEGEND_HEIGHT) -> np.ndarray:
+    """A white strip: ``label``, then the colour map from 0 (left) to 1 (right) with ticks.
+
+    Returns:
+        (height, width, 3) uint8; the bar spans columns ``[pad, width - pad)`` of its rows
+        ``[LEGEND_HEIGHT - 4, LEGEND_HEIGHT + 8)``.
+    """
+    from matplotlib import colormaps
+
+    strip = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    pad = 12
+    draw.text((4, 3), label, fill=(0, 0, 0))
+    top = LEGEND_HEIGHT - 4
+    ramp = colormaps[COLOURMAP](np.linspace(0, 1, max(width - 2 * pad, 2)))[:, :3] * 255
+    bar = np.asarray(strip).copy()
+    bar[top : top + 12, pad : pad + len(ramp)] = ramp.round().astype(np.uint8)
+    strip = Image.fromarray(bar)
+    draw = ImageDraw.Draw(strip)
+    for v in (0.0, 0.5, 1.0):
+        x = pad + round(v * (len(ramp) - 1))
+        text = f"{v:g}"
+        tx = min(max(0, x - int(draw.textlength(text)) // 2), width - int(draw.textlength(text)))
+        draw.text((tx, top + 13), text, fill=(0, 0, 0))
+    return np.asarray(strip)

@@ -1,4 +1,8 @@
-"""Reading photos to scan: EXIF orientation, mode conversion, the decompression-bomb guard."""
+"""Reading photos to scan: EXIF orientation, mode conversion, the decompression-bomb guard.
+
+Photos and doctor's masks are oriented by the rule every stage shares
+(:mod:`skintl.data.orientation`), so a scan sees the photo as its patches were cut from it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+from skintl.data.orientation import oriented
 
 #: Pillow's own default guard (about 89 megapixels); ``skintl scan --max-pixels`` changes it
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -43,7 +49,7 @@ def read_photo(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.nd
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 im.load()
-                return np.asarray(_to_rgb(ImageOps.exif_transpose(im)))
+                return np.asarray(_to_rgb(oriented(im)))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ScanError(
             f"{path}: more than {max_pixels} pixels, refused as a possible decompression bomb; "
@@ -60,11 +66,12 @@ def read_photo(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.nd
 
 
 def read_doctor_mask(path: Path, shape: tuple[int, int], value: int | None = None) -> np.ndarray:
-    """The doctor's outline as an (H, W) bool mask matching ``shape``: nonzero pixels, or only
-    those equal to ``value`` (one class of a multi-class mask)."""
+    """The doctor's outline as an (H, W) bool mask matching ``shape`` (its EXIF orientation
+    applied, as its photo's): nonzero pixels, or only those equal to ``value`` (one class of a
+    multi-class mask)."""
     try:
         with Image.open(path) as im:
-            arr = np.asarray(ImageOps.exif_transpose(im).convert("L"))
+            arr = np.asarray(oriented(im).convert("L"))
     except FileNotFoundError:
         raise ScanError(f"{path}: doctor mask not found (check --doctor-mask)") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,16 @@ from skintl.labels import AK, HEALTHY
 from skintl.scan.bundle import Bundle
 from skintl.scan.draw import heatmap, overlay
 from skintl.scan.image import DEFAULT_MAX_PIXELS, ScanError, read_doctor_mask, read_photo, resize
-from skintl.scan.regions import RegionRule, class_regions, geojson, match_regions, photo_metrics
-from skintl.scan.scanner import window_probabilities
+from skintl.scan.regions import (
+    REGION_IOU,
+    RegionRule,
+    class_regions,
+    flood_regions,
+    geojson,
+    match_regions,
+    photo_metrics,
+)
+from skintl.scan.scanner import cell_probabilities, window_probabilities
 from skintl.scan.skin import skin_mask
 from skintl.scan.windows import Windows, grid_windows, paint, superpixel_windows
 
@@ -36,7 +44,7 @@ log = logging.getLogger(__name__)
 class ScanOptions:
     """What ``skintl scan`` does; None picks the bundle's default."""
 
-    mode: str = "dense"
+    mode: str | None = None  # None: the bundle's (dense, or exact for a patch bundle)
     stride: int | None = None  # default: patch size / 5 (10 px for 50 px patches)
     short_side: int | None = None  # bring the photo's short side to this many px
     scale: float | None = None  # or scale it by this factor (default: the bundle's scale)
@@ -49,6 +57,7 @@ class ScanOptions:
     tile: int = 1024  # dense mode: tile core in px (memory grows with its square)
     skin: str = "rule"  # "rule" (skintl.scan.skin) or "all"
     mask_value: int | None = None  # doctor's masks: only this pixel value (None: nonzero)
+    region_iou: float = REGION_IOU  # a doctor region is detected at this IoU with its match
     patient_ids: list[str | None] = field(default_factory=list)
 
 
@@ -94,9 +103,16 @@ def probability_map(
         skin = np.ones(work.shape[:2], bool)
     else:
         skin = skin_mask(work, bundle.size)
+    mode = bundle.scan_mode(opts.mode)
+    if mode == "cells":  # each pixel takes its feature-map cell's probabilities
+        cells = cell_probabilities(bundle, work, opts.device, tile=opts.tile)
+        h, w = cells.shape[:2]
+        cy, cx = (np.arange(n) // bundle.stride for n in work.shape[:2])
+        owner = np.where(skin, cy[:, None] * w + cx[None, :], -1)
+        return paint(owner, cells.reshape(h * w, -1)), skin
     win = place_windows(bundle, work, skin, opts)
     padded = np.pad(work, ((win.pad, win.pad), (win.pad, win.pad), (0, 0)), mode="reflect")
-    probs = window_probabilities(bundle, padded, win, opts.mode, opts.device, tile=opts.tile)
+    probs = window_probabilities(bundle, padded, win, mode, opts.device, tile=opts.tile)
     return paint(win.owner, probs), skin
 
 
@@ -127,7 +143,9 @@ def scan_photo(
     """Scan one photo, write its files into ``out_dir`` and return its metrics row.
 
     The doctor's outline comes from ``mask_path`` (nonzero = lesion) or ``doctor_mask``
-    ((H, W) bool at the photo's resolution)."""
+    ((H, W) bool at the photo's resolution). A mode the bundle was not trained for is refused
+    before the photo is read."""
+    opts = replace(opts, mode=bundle.scan_mode(opts.mode))
     photo = read_photo(path, opts.max_pixels)
     leak = leak_warning(bundle, path, patient)
     if leak:
@@ -147,29 +165,33 @@ def scan_photo(
     if opts.target not in classes:
         raise ScanError(f"--target-class {opts.target!r} is not a class of the bundle {classes}")
     size = bundle.size
-    rule = RegionRule(opts.min_area or size * size // 2, opts.radius or max(1, size // 10),
-                      opts.threshold)  # fmt: skip
-    regions = {c: class_regions(prob, classes, c, rule) for c in classes if c != HEALTHY}
+    # a cell head's thresholds were chosen on its training patients; --threshold overrides them
+    thresholds = {c: opts.threshold if opts.threshold is not None else bundle.thresholds.get(c)
+                  for c in classes if c != HEALTHY}  # fmt: skip
+    rules = {c: RegionRule(opts.min_area or size * size // 2, opts.radius or max(1, size // 10),
+                           t) for c, t in thresholds.items()}  # fmt: skip
+    regions = {c: class_regions(prob, classes, c, rule) for c, rule in rules.items()}
     pred = regions[opts.target]
     row = {"photo": str(path), "patient_id": patient, "mode": opts.mode, "scale": s,
-           "target_class": opts.target,
+           "target_class": opts.target, "threshold": thresholds[opts.target],
            "leak_warning": leak or "", "skin_pct": 100.0 * skin.mean(),
-           **photo_metrics(pred, doctor, skin, size, 1.0 / s**2)}  # fmt: skip
+           **photo_metrics(pred, doctor, skin, size, 1.0 / s**2, opts.region_iou)}  # fmt: skip
     stem = out_dir / path.stem
-    m = match_regions(pred, doctor) if doctor is not None else None
+    m = match_regions(pred, doctor, opts.region_iou) if doctor is not None else None
+    floods = {c: flood_regions(r, skin) for c, r in regions.items()}
     disp, f = _display(photo, shape)
     img = overlay(disp, _up(pred, f), m.pred_tp if m else None,
                   _up(m.doctor_labels, f) if m else None, m.doctor_found if m else None,
-                  width=max(2, f))  # fmt: skip
+                  width=max(2, f), pred_flood=floods[opts.target])  # fmt: skip
     _save_png(img, Path(f"{stem}_overlay.png"))
     k = classes.index(opts.target)
-    heat = heatmap(disp, np.repeat(np.repeat(prob[..., k], f, axis=0), f, axis=1))
+    heat = heatmap(disp, _up(prob[..., k], f), f"probability of {opts.target}")
     _save_png(heat, Path(f"{stem}_heatmap.png"))
     for j, c in enumerate(classes):
         p8 = (np.nan_to_num(prob[..., j], nan=0.0) * 255).round().astype(np.uint8)
         _save_png(resize(p8, photo.shape[:2]), Path(f"{stem}_prob_{c}.png"))
     tp = {opts.target: m.pred_tp} if m else None
-    gj = geojson(regions, prob, classes, s, tp)
+    gj = geojson(regions, prob, classes, s, tp, floods)
     write_text(json.dumps(gj), Path(f"{stem}_regions.geojson"))
     return row
 
@@ -190,6 +212,7 @@ def scan_photos(
     stems = [p.stem for p in photos]
     if len(set(stems)) != len(stems):
         raise ScanError("two photos share a file name; their outputs would overwrite each other")
+    opts = replace(opts, mode=bundle.scan_mode(opts.mode))
     out_dir.mkdir(parents=True, exist_ok=True)
     pids = opts.patient_ids or [None] * len(photos)
     rows = []
@@ -202,19 +225,25 @@ def scan_photos(
 
 
 def scan_html(table: pd.DataFrame, bundle: Bundle) -> str:
-    """A page of every overlay and heat-map with its metrics (the report's style)."""
+    """A page of every overlay and heat-map with its metrics (the report's style), best Dice
+    first (photos without a doctor's mask last); each section names its target class."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     env = Environment(loader=PackageLoader("skintl", "report/templates"),
                       autoescape=select_autoescape())  # fmt: skip
-    cols = [c for c in ("dice", "iou", "region_sensitivity", "region_specificity",
-                        "pred_regions", "doctor_regions", "pred_burden_pct",
-                        "doctor_burden_pct") if c in table]  # fmt: skip
+    cols = [c for c in ("dice", "iou", "region_sensitivity", "region_sensitivity_any",
+                        "region_specificity", "pred_regions", "doctor_regions", "pred_floods",
+                        "pred_burden_pct", "doctor_burden_pct",
+                        "doctor_off_skin_pct") if c in table]  # fmt: skip
+    if "dice" in table:
+        table = table.sort_values("dice", ascending=False, na_position="last", kind="stable")
     items = [
         {"stem": Path(r["photo"]).stem, "name": Path(r["photo"]).name, "leak": r["leak_warning"],
+         "target": r["target_class"], "flood": bool(r.get("pred_floods", 0)),
          "metrics": {c: (f"{r[c]:.3f}" if isinstance(r[c], float) else r[c]) for c in cols}}
         for _, r in table.iterrows()
     ]  # fmt: skip
     m = bundle.meta
     title = f"Scans: {m.get('arch')} {m.get('layer')} {m.get('classifier')} ({m.get('study')})"
-    return env.get_template("scan.html.j2").render(title=title, items=items, meta=m)
+    iou = table["region_iou_threshold"].iloc[0] if "region_iou_threshold" in table else None
+    return env.get_template("scan.html.j2").render(title=title, items=items, meta=m, iou=iou)

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from skintl.features.dense import geometry, inference_trunk, iter_window_features
+from skintl.features.dense import feature_map, geometry, inference_trunk, iter_window_features
 from skintl.features.extract import exact_fp32, to_input
 from skintl.scan.bundle import Bundle
-from skintl.scan.windows import MODES, Windows
+from skintl.scan.windows import Windows
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,7 @@ def window_probabilities(
     """
     from skintl.features.extract import resolve_device
 
-    if mode not in MODES:
-        raise ValueError(f"unknown scan mode {mode!r}; valid: {', '.join(MODES)}")
-    if mode == "dense" and bundle.mode != "dense":
-        log.warning(
-            "dense scan with a bundle trained on isolated patches (feature mode %r): its "
-            "classifier never saw dense features; export a bundle from a features.mode: dense run",
-            bundle.mode,
-        )
+    bundle.scan_mode(mode)  # a mode the bundle's classifier was not trained for is refused
     dev = resolve_device(device)
     out = np.zeros((len(win), len(bundle.head.classes)), np.float32)
     if len(win) == 0:
@@ -98,3 +91,23 @@ def _affine_cells(A: torch.Tensor, c: torch.Tensor) -> Callable[[torch.Tensor], 
         return (torch.addmm(c[:, None], A, cells)).view(-1, *fmap.shape[1:]).cpu()
 
     return project
+
+
+@torch.inference_mode()
+def cell_probabilities(
+    bundle: Bundle, photo: np.ndarray, device: str = "cpu", tile: int | None = 512
+) -> np.ndarray:
+    """(H, W, 3) photo -> (h, w, K) class probabilities of every cell of the layer's map
+    (h = ceil(H / stride)) by a cell head, through the feature path of its training cells."""
+    from skintl.features.extract import resolve_device
+
+    bundle.scan_mode("cells")  # a bundle without a cell head is refused
+    dev = resolve_device(device)
+    geo = geometry(bundle.trunk, bundle.stride, bundle.size)
+    A, c = (torch.as_tensor(a, dtype=torch.float32) for a in bundle.head.first_layer())
+    with exact_fp32(dev):
+        fmap = feature_map(inference_trunk(bundle.trunk, dev), photo, geo, tile, dev)
+        z = _affine_cells(A.to(dev), c.to(dev))(fmap)  # (out, h, w): the head's first layer
+    out, h, w = z.shape
+    probs = bundle.head.proba_from_first(z.reshape(out, h * w).T.double().numpy())
+    return probs.reshape(h, w, -1)

@@ -2,11 +2,14 @@
 
 For every outer fold of ``evaluation/folds.parquet``, a bundle refitted on that fold's training
 patients scans the photos of its held-out patients, so no photo is scanned by a classifier that
-saw its patient. Files (all under ``scan/``): ``bundle.pt`` (every patient),
-``bundles/<encoder>/fold<k>.pt``, ``<mode>/`` (per-photo outputs, ``scan_metrics.csv``,
-``index.html``), ``photos.csv`` (every photo and mode), ``summary.csv`` (means over
-photos with patient-bootstrap 95% CIs) and ``mode_differences.csv`` (each mode minus exact,
-photo by photo: :mod:`skintl.scan.summary`).
+saw its patient (nor by a cell head whose thresholds did: they are chosen on the fold's
+training patients). Mode ``cells`` is the cell head (:mod:`skintl.scan.cells`), compared photo
+by photo with dense, the patch head on the same feature map. Files (all under ``scan/``):
+``bundle.pt`` (every patient), ``bundles/<encoder>[-cells]/fold<k>.pt``, ``cells/`` (the cell
+table), ``<mode>/`` (per-photo outputs, ``scan_metrics.csv``, ``index.html``), ``photos.csv``
+(every photo and mode), ``summary.csv`` (means and medians over photos with patient-bootstrap
+95% CIs) and ``mode_differences.csv`` (each mode minus exact, and cells minus dense, photo by
+photo: :mod:`skintl.scan.summary`).
 """
 
 from __future__ import annotations
@@ -61,18 +64,36 @@ def _doctor(cfg: StudyConfig, run_dir: Path, row: Any) -> tuple[str, np.ndarray 
 
 
 def _bundle(
-    cfg: StudyConfig, run_dir: Path, encoder: str, path: Path, only: list[str] | None
+    cfg: StudyConfig,
+    run_dir: Path,
+    encoder: str,
+    path: Path,
+    only: list[str] | None,
+    head: str = "patch",
 ) -> Path:
+    """``path``, (re)made when missing or made from other inputs: a bundle of ``head``
+    (patch: the cached features' classifier; cells: the cell head) fitted on ``only``."""
+    from skintl.scan.cell_export import make_cell_bundle, table_fingerprint
+    from skintl.scan.cells import THRESHOLD_RULE
     from skintl.scan.export import make_bundle
 
     s = cfg.scan
     assert s is not None
     rec = (run_dir / "features" / encoder / f"{s.layer}.json").read_text()
-    fp = fingerprint({"features": rec, "clf": s.classifier, "patients": only,
-                      "evaluation": cfg.evaluation.model_dump(mode="json")})  # fmt: skip
+    key: dict[str, Any] = {"features": rec, "clf": s.classifier, "patients": only,
+                           "evaluation": cfg.evaluation.model_dump(mode="json")}  # fmt: skip
+    if head == "cells":  # what the cell table is computed from, and the head's settings
+        key |= {"head": head, "cells": s.cells.model_dump(mode="json"), "rule": THRESHOLD_RULE,
+                "table": table_fingerprint(cfg, run_dir, encoder, s.layer)}  # fmt: skip
+    fp = fingerprint(key)
     marker = path.with_suffix(".json")
     if not (path.is_file() and fingerprint_matches(marker, fp)):
-        make_bundle(run_dir, encoder, s.layer, s.classifier, path, only_patients=only)
+        if head == "cells":
+            c = s.cells
+            make_cell_bundle(run_dir, encoder, s.layer, s.classifier, path, only, c.threshold,
+                             c.inner_folds, c.max_per_photo)  # fmt: skip
+        else:
+            make_bundle(run_dir, encoder, s.layer, s.classifier, path, only_patients=only)
         write_text(f'{{"fingerprint": "{fp}"}}', marker)
     return path
 
@@ -84,9 +105,9 @@ def run_scan(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame | None:
         return None
     out = run_dir / "scan"
     if s.export_bundle:
-        _bundle(cfg, run_dir, s.encoder, out / "bundle.pt", None)
+        _bundle(cfg, run_dir, s.encoder, out / "bundle.pt", None, s.head)
         log.info("scan bundle: %s", out / "bundle.pt")
-    if not s.modes:
+    if not s.scan_modes(cfg.features):
         return None
     invalidate(out / "meta.json")
     table = evaluate_photos(cfg, run_dir, s, out)
@@ -143,7 +164,11 @@ def write_summaries(table: pd.DataFrame, out: Path, n_boot: int, seed: int) -> p
     write_text(summary.to_csv(index=False), out / "summary.csv")
     modes = list(dict.fromkeys(table["mode"]))
     if len(modes) > 1:
-        diffs = paired_differences(table, reference_mode(modes), n_boot, seed)
+        ref = reference_mode(modes)
+        diffs = paired_differences(table, ref, n_boot, seed)
+        if {"cells", "dense"} <= set(modes) and ref != "dense":  # the two heads, one feature map
+            heads = table[table["mode"].isin(["cells", "dense"])]
+            diffs = pd.concat([diffs, paired_differences(heads, "dense", n_boot, seed)])
         write_text(diffs.to_csv(index=False), out / "mode_differences.csv")
     return summary
 
@@ -164,14 +189,15 @@ def evaluate_photos(cfg: StudyConfig, run_dir: Path, s: ScanConfig, out: Path) -
     used: dict[str, Any] = {}
     for k, group in photos.groupby("fold"):
         train = sorted(set(fold_of.index[fold_of != k]))
-        for mode in s.modes:
-            enc = s.encoder if mode == "dense" else (s.patch_encoder or s.encoder)
-            path = out / "bundles" / enc / f"fold{k}.pt"
-            bundle = used[mode] = load_bundle(_bundle(cfg, run_dir, enc, path, train))
+        for mode in s.scan_modes(cfg.features):
+            enc, head = s.encoder_for(mode), "cells" if mode == "cells" else "patch"
+            path = out / "bundles" / (f"{enc}-cells" if head == "cells" else enc) / f"fold{k}.pt"
+            bundle = used[mode] = load_bundle(_bundle(cfg, run_dir, enc, path, train, head))
             (out / mode).mkdir(parents=True, exist_ok=True)
             for _, r in group.iterrows():
                 target, doctor = _doctor(cfg, run_dir, r)
-                opts = ScanOptions(mode=mode, stride=s.stride, device=s.device, target=target)
+                opts = ScanOptions(mode=mode, stride=s.stride, device=s.device, target=target,
+                                   region_iou=s.region_iou)  # fmt: skip
                 row = scan_photo(bundle, Path(r["photo"]), out / mode, opts,
                                  patient=r["patient_id"], doctor_mask=doctor)  # fmt: skip
                 rows.append({**row, "fold": int(str(k)), "labels": r["labels"]})
