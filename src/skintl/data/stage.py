@@ -279,8 +279,13 @@ def patches_inputs(cfg: StudyConfig, manifest_fp: str) -> dict[str, Any]:
     ex = cfg.patches.exclude
     if not (ex.ink or ex.artefacts):  # no effect, so runs from before it existed stay valid
         del settings["exclude"]
-    return {"patches": settings, "classes": cfg.classes, "seed": cfg.seed, "manifest": manifest_fp,
-            "orientation": ORIENTATION_RULE}  # how photos and masks were read
+    return {
+        "patches": settings,
+        "classes": cfg.classes,
+        "seed": cfg.seed,
+        "manifest": manifest_fp,
+        "orientation": ORIENTATION_RULE,
+    }  # how photos and masks were read
 
 
 def check_patches(cfg: StudyConfig, run_dir: Path) -> str:

@@ -48,13 +48,13 @@ def table_fingerprint(cfg: Any, run_dir: Path, encoder: str, layer: str) -> str:
     from skintl.data.orientation import ORIENTATION_RULE
     from skintl.features.dense import DENSE_RULE
     from skintl.features.stage import weights_id
-    from skintl.pretrain.stage import resolve_weights
+    from skintl.pretrain.stage import current_weights
 
     enc = _encoder(cfg, encoder)
     manifest = json.loads((run_dir / "manifest.json").read_text())["fingerprint"]
     return fingerprint({
         "manifest": manifest, "arch": enc.arch, "layer": layer, "size": cfg.patches.size,
-        "weights": weights_id(resolve_weights(enc.weights, run_dir), cfg.seed),
+        "weights": weights_id(current_weights(enc, cfg, run_dir), cfg.seed, enc.arch),
         "classes": cfg.classes, "rules": [CELL_RULE, ORIENTATION_RULE, DENSE_RULE],
     })  # fmt: skip
 
@@ -66,7 +66,7 @@ def _compute_table(cfg: Any, run_dir: Path, encoder: str, layer: str) -> CellTab
     from skintl.encoders.backbones import layer_info, load_backbone
     from skintl.features.dense import feature_map, geometry, inference_trunk, truncated_backbone
     from skintl.features.extract import exact_fp32, resolve_device
-    from skintl.pretrain.stage import resolve_weights
+    from skintl.pretrain.stage import current_weights
     from skintl.progress import progress
     from skintl.scan.cells import cell_grid, photo_cells, target_class
     from skintl.scan.skin import skin_mask
@@ -76,7 +76,7 @@ def _compute_table(cfg: Any, run_dir: Path, encoder: str, layer: str) -> CellTab
     if data.source == "patch_folders":
         raise BundleError("a cell head needs whole photos with masks; patch folders have none")
     torch.manual_seed(cfg.seed)  # as the features stage: the same random-init encoder
-    net, _ = load_backbone(enc.arch, resolve_weights(enc.weights, run_dir))
+    net, _ = load_backbone(enc.arch, current_weights(enc, cfg, run_dir))
     cut = truncated_backbone(net, layer)
     stride, size = layer_info(enc.arch)[layer].stride, cfg.patches.size
     geo = geometry(cut, stride, size)
@@ -129,7 +129,14 @@ def cell_fitter(cfg: Any, classifier: str) -> Callable[[np.ndarray, np.ndarray, 
     ev = cfg.evaluation
     natural = cfg.model_copy(update={"evaluation": ev.model_copy(
         update={"logreg": ev.logreg.model_copy(update={"class_weight": None})})})  # fmt: skip
-    return lambda X, y, groups: fit_head(natural, X, y, groups, classifier)
+
+    def fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Head:
+        head, warned = fit_head(natural, X, y, groups, classifier)
+        for text in dict.fromkeys(warned):
+            log.warning("cell head: the %s fit warned: %s", classifier, text)
+        return head
+
+    return fit
 
 
 def make_cell_bundle(
@@ -152,7 +159,7 @@ def make_cell_bundle(
     from skintl.config import load_config
     from skintl.encoders.backbones import load_backbone
     from skintl.features.dense import truncated_backbone
-    from skintl.pretrain.stage import resolve_weights
+    from skintl.pretrain.stage import current_weights
     from skintl.scan.export import bundle_meta
 
     if threshold not in THRESHOLD_OBJECTIVES:
@@ -183,7 +190,7 @@ def make_cell_bundle(
              "max_cells_per_photo": max_per_photo}  # fmt: skip
     enc = _encoder(cfg, encoder)
     torch.manual_seed(cfg.seed)  # as the features stage: the same random-init encoder
-    net, _ = load_backbone(enc.arch, resolve_weights(enc.weights, run_dir))
+    net, _ = load_backbone(enc.arch, current_weights(enc, cfg, run_dir))
     save_bundle(out, meta, truncated_backbone(net, layer), head)
     log.info("cell bundle %s: %s/%s/%s on %d cells of %d patients, thresholds %s", out,
              encoder, layer, classifier, len(rows), len(patients), thresholds)  # fmt: skip
