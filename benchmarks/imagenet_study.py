@@ -50,13 +50,13 @@ def cells(run: Path) -> list[tuple[str, str, str]]:
 def ink_free_patches(run: Path, column: str = "ink_by_eye") -> np.ndarray:
     """Patch indices of photos labelled without ink."""
     index = pd.read_parquet(run / "patches" / "index.parquet")
-    manifest = pd.read_parquet(run / "manifest.parquet", columns=["image", column])
-    ink = index["image"].map(dict(zip(manifest["image"], manifest[column], strict=True)))
+    manifest = pd.read_parquet(run / "manifest.parquet", columns=["image_path", column])
+    ink = index["image"].map(dict(zip(manifest["image_path"], manifest[column], strict=True)))
     return np.flatnonzero(ink.astype(str).str.lower().eq("no").to_numpy())
 
 
 def per_fold(pred: pd.DataFrame) -> pd.Series:
-    return pred.groupby("fold").apply(balanced_accuracy, include_groups=False)
+    return pd.Series({k: balanced_accuracy(g) for k, g in pred.groupby("fold")})
 
 
 def table(run: Path, clf: str, n_boot: int) -> pd.DataFrame:
