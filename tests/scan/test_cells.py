@@ -124,8 +124,8 @@ def test_cell_head_fits_the_natural_prior(scan_run: Path) -> None:
     y = np.asarray(CLASSES)[t.label]
     groups = t.patients[t.photo]
     head = cell_fitter(balanced, "logreg")(t.X, y, groups)
-    weighted = fit_head(balanced, t.X, y, groups, "logreg")
-    natural = fit_head(cfg, t.X, y, groups, "logreg")  # the tiny study: no class weights
+    weighted, _ = fit_head(balanced, t.X, y, groups, "logreg")
+    natural, _ = fit_head(cfg, t.X, y, groups, "logreg")  # the tiny study: no class weights
     assert cfg.evaluation.logreg.class_weight is None
     np.testing.assert_allclose(head.biases[0], natural.biases[0])
     assert not np.allclose(head.biases[0], weighted.biases[0])

@@ -359,7 +359,10 @@ def check_shapes(arch: str, state_dict: Mapping[str, Any], source: str) -> None:
 def _resolve_arch(conv: Converted, arch: str | None, source: str) -> str:
     if arch and conv.declared_arch is not None and conv.declared_arch != arch:
         raise WeightsError(f"{source}: holds {conv.declared_arch} weights, but the arch is {arch}")
-    chosen = arch or conv.declared_arch or infer_arch(conv.state_dict)
+    # a ResNet is recognised from its tensors (and checked against what the file says);
+    # another arch (timm) is taken from the file and then checked key by key
+    named = conv.declared_arch if conv.declared_arch not in BACKBONES else None
+    chosen = arch or named or infer_arch(conv.state_dict)
     how = (
         "given"
         if arch
