@@ -91,7 +91,7 @@ def test_unknown_diagnosis_row(
     [
         ({"patches": {"sise": 32}}, "patches.sise: unknown key"),
         ({"patches": {"size": "big"}}, "patches.size: Input should be a valid integer"),
-        ({"features": {"layers": ["layer9"]}, "name": "x"}, "unknown layers ['layer9']"),
+        ({"features": {"layers": ["layer9"]}, "name": "x"}, "has no layers ['layer9']"),
         (
             {"evaluation": {"classifiers": ["mlp"], "splits": {"kind": "random"}}},
             "evaluation.splits.kind",

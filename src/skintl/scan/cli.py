@@ -25,7 +25,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
         f"{meta['photo_short_side']} px"
         + (f", thresholds {meta['cell_thresholds']}" if meta.get("cell_thresholds") else "")
     )
-    if meta["warnings"]:
+    if meta.get("warnings"):
         print(f"warning: the classifier's refit gave {len(meta['warnings'])} warning(s), "
               "recorded in the bundle (e.g. " + meta["warnings"][0] + ")")  # fmt: skip
     return 0

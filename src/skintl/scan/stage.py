@@ -147,7 +147,7 @@ def check_scan(cfg: StudyConfig, run_dir: Path) -> None:
     out = run_dir / "scan"
     if not (out / "summary.csv").is_file():
         return
-    if cfg.scan is None or not cfg.scan.modes:
+    if cfg.scan is None or not cfg.scan.scan_modes(cfg.features):
         raise StaleError(f"{out}: whole-photo results of a config without scan.modes; remove "
                          "that folder or rerun `skintl study CONFIG`")  # fmt: skip
     if not fingerprint_matches(out / "meta.json", fingerprint(scan_inputs(cfg, run_dir))):
