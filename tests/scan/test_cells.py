@@ -220,3 +220,51 @@ def test_scan_stage_compares_the_cell_head_with_the_patch_head(
     diffs = pd.read_csv(out / "mode_differences.csv")
     assert set(diffs["mode"]) == {"cells"} and set(diffs["reference"]) == {"dense"}
     assert load_bundle(out / "bundle.pt").mode == "cells"  # scan.head: cells
+
+
+def test_a_cell_head_of_two_taps_scans_its_training_cells(scan_run: Path, tmp_path: Path) -> None:
+    """Several taps on one grid: the bundle records them (finest grid, summed channels), loads
+    strictly, and its scan of a training photo classifies the very cells it was trained on."""
+    from skintl.config import load_config
+    from skintl.data.sources import effective_data_config, lesion_label_map, read_mask, read_rgb
+    from skintl.scan.bundle import load_bundle
+    from skintl.scan.cell_export import cell_table, make_cell_bundle
+    from skintl.scan.scanner import cell_probabilities
+    from skintl.scan.skin import skin_mask
+
+    out = tmp_path / "two.bundle"
+    meta = make_cell_bundle(scan_run, "r18-dense", ["layer2", "layer1"], "logreg", out)
+    assert meta["cell_layers"] == ["layer1", "layer2"] and meta["layer"] == "layer2"
+    bundle = load_bundle(out)
+    assert bundle.cell_strides == {"layer1": 4, "layer2": 8} and bundle.cell_stride == 4
+    assert bundle.head.n_features == 64 + 128
+    cfg = load_config(scan_run / "config.yaml")
+    table = cell_table(cfg, scan_run, "r18-dense", ["layer1", "layer2"])
+    one = cell_table(cfg, scan_run, "r18-dense", "layer1")
+    np.testing.assert_allclose(table.X[:, :64], one.X, atol=1e-5)  # same grid, same cells
+    m = pd.read_parquet(scan_run / "manifest.parquet").iloc[0]
+    photo = read_rgb(Path(m["image_path"]))
+    got = cell_probabilities(bundle, photo, "cpu", tile=48)
+    data = effective_data_config(cfg, scan_run)
+    lab = lesion_label_map(read_mask(Path(m["annotation"])), data, m["labels"], cfg.classes)
+    cy, cx = np.nonzero(cell_grid(lab, skin_mask(photo, cfg.patches.size), 4, cfg.classes).domain)
+    expect = bundle.head.predict_proba(table.X[table.photo == 0])  # raster order of the domain
+    np.testing.assert_allclose(got[cy, cx], expect, atol=1e-5)
+
+
+def test_a_cell_bundle_whose_taps_disagree_with_its_arch_is_refused(
+    cell_bundle: Path, tmp_path: Path
+) -> None:
+    import json
+
+    import torch
+
+    from skintl.scan.bundle import BundleError, load_bundle
+
+    obj = torch.load(cell_bundle, map_location="cpu", weights_only=True)
+    meta = json.loads(obj["meta"])
+    meta["cell_layers"], meta["cell_strides"] = ["layer2", "layer1"], [8, 4]  # wrong order
+    bad = tmp_path / "bad.bundle"
+    torch.save({"meta": json.dumps(meta), "tensors": obj["tensors"]}, bad)
+    with pytest.raises(BundleError, match="cell taps"):
+        load_bundle(bad)

@@ -12,7 +12,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
     run, out = Path(args.run_dir), Path(args.output)
     if args.head == "cells":
-        meta = make_cell_bundle(run, args.encoder, args.layer, args.classifier, out,
+        meta = make_cell_bundle(run, args.encoder, args.layer.split(","), args.classifier, out,
                                 threshold=args.cell_threshold, inner_folds=args.inner_folds,
                                 max_per_photo=args.max_cells_per_photo,
                                 exclude_patients=args.exclude_patients)  # fmt: skip
@@ -67,7 +67,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("bundle", help="export a scan bundle (encoder + refitted classifier)")
     b.add_argument("run_dir", help="run directory of a finished `skintl study`")
     b.add_argument("--encoder", required=True, help="encoder name from the study config")
-    b.add_argument("--layer", required=True, help="layer whose features the classifier uses")
+    b.add_argument(
+        "--layer",
+        required=True,
+        help="layer whose features the classifier uses "
+        "(--head cells: one or several taps, comma-separated, stacked on the finest "
+        "tap's grid, e.g. blocks.3,blocks.5)",
+    )
     b.add_argument("--classifier", required=True, choices=SCAN_CLASSIFIERS)
     b.add_argument(
         "--exclude-patients",

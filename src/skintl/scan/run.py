@@ -107,7 +107,7 @@ def probability_map(
     if mode == "cells":  # each pixel takes its feature-map cell's probabilities
         cells = cell_probabilities(bundle, work, opts.device, tile=opts.tile)
         h, w = cells.shape[:2]
-        cy, cx = (np.arange(n) // bundle.stride for n in work.shape[:2])
+        cy, cx = (np.arange(n) // bundle.cell_stride for n in work.shape[:2])
         owner = np.where(skin, cy[:, None] * w + cx[None, :], -1)
         return paint(owner, cells.reshape(h * w, -1)), skin
     win = place_windows(bundle, work, skin, opts)

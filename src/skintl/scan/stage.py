@@ -82,15 +82,16 @@ def _bundle(
     rec = (run_dir / "features" / encoder / f"{s.layer}.json").read_text()
     key: dict[str, Any] = {"features": rec, "clf": s.classifier, "patients": only,
                            "evaluation": cfg.evaluation.model_dump(mode="json")}  # fmt: skip
+    taps = s.cells.taps(s.layer)
     if head == "cells":  # what the cell table is computed from, and the head's settings
         key |= {"head": head, "cells": s.cells.model_dump(mode="json"), "rule": THRESHOLD_RULE,
-                "table": table_fingerprint(cfg, run_dir, encoder, s.layer)}  # fmt: skip
+                "table": table_fingerprint(cfg, run_dir, encoder, taps)}  # fmt: skip
     fp = fingerprint(key)
     marker = path.with_suffix(".json")
     if not (path.is_file() and fingerprint_matches(marker, fp)):
         if head == "cells":
             c = s.cells
-            make_cell_bundle(run_dir, encoder, s.layer, s.classifier, path, only, c.threshold,
+            make_cell_bundle(run_dir, encoder, taps, s.classifier, path, only, c.threshold,
                              c.inner_folds, c.max_per_photo)  # fmt: skip
         else:
             make_bundle(run_dir, encoder, s.layer, s.classifier, path, only_patients=only)
