@@ -268,3 +268,24 @@ def test_a_cell_bundle_whose_taps_disagree_with_its_arch_is_refused(
     torch.save({"meta": json.dumps(meta), "tensors": obj["tensors"]}, bad)
     with pytest.raises(BundleError, match="cell taps"):
         load_bundle(bad)
+
+
+def test_cells_are_painted_between_their_centres_or_as_blocks() -> None:
+    """Bilinear painting keeps each cell's value at its centre and interpolates between
+    centres; block painting gives every pixel its cell's value; off the skin is NaN."""
+    from skintl.scan.windows import paint_cells
+
+    cells = np.array([[[0.0], [1.0]], [[1.0], [1.0]]], np.float32)  # (2, 2, 1), 4 px cells
+    skin = np.ones((7, 8), bool)  # the last cell row 3 px high
+    skin[0, 0] = False
+    block = paint_cells(cells, 4, skin, "block")
+    smooth = paint_cells(cells, 4, skin, "bilinear")
+    assert block.shape == smooth.shape == (7, 8, 1)
+    assert np.isnan(block[0, 0, 0]) and np.isnan(smooth[0, 0, 0])
+    assert block[1:4, 0:4, 0].max() == 0 and block[0, 4:, 0].min() == 1
+    # row 1 lies on the top cells' centre row (y = 1.5 px): from cell 0's value (0) at its
+    # centre x = 1.5 to cell 1's (1) at x = 5.5, linearly: pixel x sits at x + 0.5
+    np.testing.assert_allclose(smooth[1, 1:7, 0], [0, 0.125, 0.375, 0.625, 0.875, 1], atol=1e-6)
+    assert smooth[6, 7, 0] == 1 and 0 < smooth[3, 3, 0] < 1
+    with pytest.raises(ValueError, match="block, bilinear"):
+        paint_cells(cells, 4, skin, "nearest")

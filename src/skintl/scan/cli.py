@@ -48,7 +48,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         threshold=args.threshold, min_area=args.min_area, skin=args.skin,
         mask_value=args.doctor_mask_value,
         region_iou=REGION_IOU if args.region_iou is None else args.region_iou,
-        patient_ids=list(args.patient_id or []),
+        patient_ids=list(args.patient_id or []), cell_paint=args.cell_paint,
     )  # fmt: skip
     masks = [Path(m) for m in args.doctor_mask] if args.doctor_mask else None
     table = scan_photos(bundle, [Path(p) for p in args.images], Path(args.output), opts, masks)
@@ -148,6 +148,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         metavar="T",
         help="a doctor region is detected when the predicted regions touching it reach IoU T "
         "with it (default 0.2; any overlap is reported beside it)",
+    )
+    s.add_argument(
+        "--cell-paint",
+        choices=["bilinear", "block"],
+        default="bilinear",
+        help="cells mode: pixels interpolated between the cell centres' probabilities "
+        "(bilinear, default) or each pixel its cell's (block)",
     )
     s.add_argument(
         "--skin",

@@ -198,7 +198,7 @@ def evaluate_photos(cfg: StudyConfig, run_dir: Path, s: ScanConfig, out: Path) -
             for _, r in group.iterrows():
                 target, doctor = _doctor(cfg, run_dir, r)
                 opts = ScanOptions(mode=mode, stride=s.stride, device=s.device, target=target,
-                                   region_iou=s.region_iou)  # fmt: skip
+                                   region_iou=s.region_iou, cell_paint=s.cells.paint)  # fmt: skip
                 row = scan_photo(bundle, Path(r["photo"]), out / mode, opts,
                                  patient=r["patient_id"], doctor_mask=doctor)  # fmt: skip
                 rows.append({**row, "fold": int(str(k)), "labels": r["labels"]})
