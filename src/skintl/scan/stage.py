@@ -84,7 +84,8 @@ def _bundle(
                            "evaluation": cfg.evaluation.model_dump(mode="json")}  # fmt: skip
     taps = s.cells.taps(s.layer)
     if head == "cells":  # what the cell table is computed from, and the head's settings
-        key |= {"head": head, "cells": s.cells.model_dump(mode="json"), "rule": THRESHOLD_RULE,
+        cells = s.cells.model_dump(mode="json", exclude={"paint"})  # painting is the scan's
+        key |= {"head": head, "cells": cells, "rule": THRESHOLD_RULE,
                 "table": table_fingerprint(cfg, run_dir, encoder, taps)}  # fmt: skip
     fp = fingerprint(key)
     marker = path.with_suffix(".json")
