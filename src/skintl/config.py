@@ -370,9 +370,9 @@ class CellHeadConfig(_Strict):
     #: taps of the encoder whose maps the head reads, stacked on the grid of the finest one
     #: (a cell of a coarser tap covers several grid cells); None: [scan.layer]
     layers: list[str] | None = Field(None, min_length=1)
-    #: how a scan paints pixels from the cells' probabilities: bilinear between the cell
-    #: centres, or block (each pixel its cell's)
-    paint: Literal["bilinear", "block"] = "bilinear"
+    #: how a scan paints pixels from the cells' probabilities: block (each pixel its cell's,
+    #: the grid the thresholds are chosen on) or bilinear between the cell centres
+    paint: Literal["block", "bilinear"] = "block"
 
     def taps(self, layer: str) -> list[str]:
         """The head's taps (``layer``, the scan's, when none are given)."""

@@ -151,10 +151,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument(
         "--cell-paint",
-        choices=["bilinear", "block"],
-        default="bilinear",
-        help="cells mode: pixels interpolated between the cell centres' probabilities "
-        "(bilinear, default) or each pixel its cell's (block)",
+        choices=["block", "bilinear"],
+        default="block",
+        help="cells mode: each pixel its cell's probabilities (block, default: the grid the "
+        "thresholds were chosen on) or interpolated between the cell centres (bilinear)",
     )
     s.add_argument(
         "--skin",

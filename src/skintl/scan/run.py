@@ -58,7 +58,7 @@ class ScanOptions:
     skin: str = "rule"  # "rule" (skintl.scan.skin) or "all"
     mask_value: int | None = None  # doctor's masks: only this pixel value (None: nonzero)
     region_iou: float = REGION_IOU  # a doctor region is detected at this IoU with its match
-    cell_paint: str = "bilinear"  # cells mode: "bilinear" between cell centres, or "block"
+    cell_paint: str = "block"  # cells mode: "block" (each pixel its cell's) or "bilinear"
     patient_ids: list[str | None] = field(default_factory=list)
 
 

@@ -97,9 +97,7 @@ def paint(owner: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.asarray(table[owner], np.float32)
 
 
-def paint_cells(
-    cells: np.ndarray, stride: int, skin: np.ndarray, how: str = "bilinear"
-) -> np.ndarray:
+def paint_cells(cells: np.ndarray, stride: int, skin: np.ndarray, how: str = "block") -> np.ndarray:
     """(h, w, K) cell values of a ``stride`` px grid -> (H, W, K) float32 map of the (H, W)
     ``skin`` mask's photo, NaN outside the skin. ``block``: each pixel takes its cell's values;
     ``bilinear``: interpolated between the cell centres (a smooth map whose outlines follow the
