@@ -22,7 +22,7 @@ from PIL import Image
 from skintl.config import DataConfig
 from skintl.data.annotations import DEFAULT_PATTERNS, READERS, AnnotatedPhoto, Lesion
 from skintl.data.patch_folders import class_lookup
-from skintl.data.sources import MANIFEST_COLUMNS, read_rgb
+from skintl.data.readers import MANIFEST_COLUMNS, read_rgb
 from skintl.data.validate import DataError, Item, Problems, duplicates, pixel_hash
 from skintl.io import atomic_path
 from skintl.progress import progress

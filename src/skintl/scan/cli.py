@@ -60,9 +60,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from skintl.scan.head import SCAN_CLASSIFIERS
-    from skintl.scan.image import DEFAULT_MAX_PIXELS
-    from skintl.scan.windows import MODES
+    from skintl.names import DEFAULT_MAX_PIXELS, SCAN_CLASSIFIERS
+    from skintl.names import SCAN_MODES as MODES
 
     b = sub.add_parser("bundle", help="export a scan bundle (encoder + refitted classifier)")
     b.add_argument("run_dir", help="run directory of a finished `skintl study`")

@@ -204,7 +204,7 @@ def scan_photos(
     masks: list[Path] | None = None,
 ) -> pd.DataFrame:
     """Scan every photo; writes ``scan_metrics.csv`` and ``index.html`` in ``out_dir``."""
-    from tqdm import tqdm
+    from skintl.progress import progress
 
     if masks and len(masks) != len(photos):
         raise ScanError(f"{len(masks)} --doctor-mask files for {len(photos)} photos: give one "
@@ -216,7 +216,7 @@ def scan_photos(
     out_dir.mkdir(parents=True, exist_ok=True)
     pids = opts.patient_ids or [None] * len(photos)
     rows = []
-    for i, path in enumerate(tqdm(photos, desc=f"scan ({opts.mode})", unit="photo")):
+    for i, path in enumerate(progress(photos, f"scan ({opts.mode})", "photo")):
         rows.append(scan_photo(bundle, path, out_dir, opts, masks[i] if masks else None, pids[i]))
     table = pd.DataFrame(rows)
     write_text(table.to_csv(index=False), out_dir / "scan_metrics.csv")

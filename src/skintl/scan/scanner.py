@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+from skintl.device import exact_fp32
 from skintl.features.dense import feature_map, geometry, inference_trunk, iter_window_features
-from skintl.features.extract import exact_fp32, to_input
+from skintl.features.extract import to_input
 from skintl.scan.bundle import Bundle
 from skintl.scan.windows import Windows
 
@@ -52,7 +53,7 @@ def window_probabilities(
     Args:
         padded: (H + 2 pad, W + 2 pad, 3) uint8 photo, reflect-padded by ``win.pad``.
     """
-    from skintl.features.extract import resolve_device
+    from skintl.device import resolve_device
 
     bundle.scan_mode(mode)  # a mode the bundle's classifier was not trained for is refused
     dev = resolve_device(device)
@@ -99,7 +100,7 @@ def cell_probabilities(
 ) -> np.ndarray:
     """(H, W, 3) photo -> (h, w, K) class probabilities of every cell of the layer's map
     (h = ceil(H / stride)) by a cell head, through the feature path of its training cells."""
-    from skintl.features.extract import resolve_device
+    from skintl.device import resolve_device
 
     bundle.scan_mode("cells")  # a bundle without a cell head is refused
     dev = resolve_device(device)
