@@ -49,6 +49,9 @@ def _study_and_print(cfg: StudyConfig, run_dir: Path) -> int:
 
     print(summary_text(run_study(cfg, run_dir)))
     print(f"results in {run_dir}")
+    report = run_dir / "report" / "index.html"
+    if report.is_file():
+        print(f"report: {report} (open it in a browser)")
     return 0
 
 
