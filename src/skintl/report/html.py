@@ -161,7 +161,7 @@ def _scan_context(run_dir: Path) -> dict[str, Any] | None:
             "gallery": picks, "files": _scan_files(run_dir)}  # fmt: skip
 
 
-def _mode_metric_tables(rows: list[dict[str, Any]], modes: list[str]) -> list[dict[str, Any]]:
+def _mode_metric_tables(rows: list[dict[Any, Any]], modes: list[str]) -> list[dict[str, Any]]:
     """The summary rows as one metric x mode table per target class (cells: the row or None)."""
     tables = []
     for cls in dict.fromkeys(str(r["target_class"]) for r in rows):
