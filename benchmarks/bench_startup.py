@@ -51,7 +51,7 @@ def timed(label: str, argv: list[str], runs: int, target: float | None, ok=(0,))
     times = [wall_time(argv, ok) for _ in range(runs)]
     median = statistics.median(times)
     verdict = "" if target is None else ("ok" if median < target else "SLOW")
-    print(f"{label:<34} {median:9.3f} {max(times):7.3f}  {verdict}")
+    print(f"{label:<44} {median:9.3f} {max(times):7.3f}  {verdict}")
 
 
 def configs(config: Path, tmp: Path) -> tuple[Path, Path]:
@@ -78,7 +78,7 @@ def main() -> None:
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     heavy = [m for m in HEAVY if f"'{m}'" in loaded.stdout]
     print(f"heavy modules imported by skintl.cli: {heavy or 'none'}")
-    print(f"{'command':<34} {'median s':>9} {'max s':>7}  target")
+    print(f"{'command':<44} {'median s':>9} {'max s':>7}  target")
     for cmd in COMMANDS:
         timed("skintl " + " ".join(cmd), [str(skintl), *cmd], args.runs, TARGET_S["help"])
     with tempfile.TemporaryDirectory() as tmp:
