@@ -22,14 +22,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from skintl.device import exact_fp32, resolve_device
 from skintl.encoders.backbones import build_backbone
-from skintl.features.extract import (
-    LayerTaps,
-    exact_fp32,
-    extract_features,
-    preprocess,
-    resolve_device,
-)
+from skintl.features.extract import LayerTaps, extract_features, preprocess
 
 LAYERS = ["layer1", "layer2", "layer3", "layer4"]
 

@@ -146,3 +146,12 @@ def test_cli_method_names_are_the_registered_methods() -> None:
     from skintl.pretrain.cli import METHOD_NAMES
 
     assert sorted(METHOD_NAMES) == sorted(METHODS.names())
+
+
+def test_study_prints_where_the_report_is(
+    finished_run: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = finished_run / "tiny.yaml"
+    assert main(["study", str(config), "--run-dir", str(finished_run / "run")]) == 0
+    out = capsys.readouterr().out
+    assert f"report: {finished_run / 'run' / 'report' / 'index.html'}" in out

@@ -79,3 +79,23 @@ def test_pretrain_help_still_lists_its_options(capsys: pytest.CaptureFixture) ->
         main(["pretrain", "--help"])
     assert e.value.code == 0
     assert "--method" in capsys.readouterr().out
+
+
+def test_only_progress_draws_bars() -> None:
+    """Every loop reports through skintl.progress (a bar on a terminal, lines elsewhere)."""
+    import skintl
+
+    src = Path(skintl.__file__).parent
+    users = sorted(
+        p.relative_to(src).as_posix() for p in src.rglob("*.py") if "tqdm" in p.read_text()
+    )
+    assert users == ["progress.py"]
+
+
+def test_pretraining_logs_epochs_without_a_terminal(tmp_path: Path) -> None:
+    from skintl.pretrain.train import EpochLog, _trainer
+
+    trainer = _trainer(tmp_path, 2, "cpu", 1, "auto", 1, "32-true", True, [], steps_per_epoch=3)
+    assert trainer.progress_bar_callback is None  # stderr is captured here, not a terminal
+    assert any(isinstance(c, EpochLog) for c in trainer.callbacks)
+    assert trainer.log_every_n_steps == 3  # not above the epoch's batches: no Lightning warning

@@ -8,9 +8,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
-
-from skintl.config import ConfigError, StudyConfig, load_config, parse_config
+from skintl.config import ConfigError, StudyConfig, check_taps, load_config, parse_config
 
 log = logging.getLogger("skintl")
 
@@ -18,16 +16,27 @@ log = logging.getLogger("skintl")
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, FileNotFoundError)
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    from skintl.data.sources import DataError
-    from skintl.encoders.backbones import WeightsError
-    from skintl.evaluation.splits import SplitError
-    from skintl.rundir import StaleError
-    from skintl.scan.bundle import BundleError
-    from skintl.scan.image import ScanError
+#: more of them, as (module, class): a module that was never imported raised none of them, so
+#: they are looked up in ``sys.modules`` rather than imported (which would load torch)
+LAZY_USER_ERRORS = (
+    ("skintl.data.sources", "DataError"),
+    ("skintl.evaluation.splits", "SplitError"),
+    ("skintl.encoders.backbones", "WeightsError"),
+    ("skintl.rundir", "StaleError"),
+    ("skintl.scan.bundle", "BundleError"),
+    ("skintl.scan.image", "ScanError"),
+)
 
-    errors = (DataError, SplitError, WeightsError, StaleError, BundleError, ScanError)
-    return (*USER_ERRORS, *errors)
+
+def is_user_error(e: BaseException) -> bool:
+    """Whether ``e`` is the user's to fix (printed as one line, no traceback)."""
+    if isinstance(e, USER_ERRORS):
+        return True
+    for module, name in LAZY_USER_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(e, cls):
+            return True
+    return False
 
 
 def _run_dir(args: argparse.Namespace, cfg: StudyConfig) -> Path:
@@ -40,6 +49,9 @@ def _study_and_print(cfg: StudyConfig, run_dir: Path) -> int:
 
     print(summary_text(run_study(cfg, run_dir)))
     print(f"results in {run_dir}")
+    report = run_dir / "report" / "index.html"
+    if report.is_file():
+        print(f"report: {report} (open it in a browser)")
     return 0
 
 
@@ -65,10 +77,12 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, taps=False)  # config first: a typo answers at once
     from skintl.data.check import check_data
 
-    cfg = load_config(args.config)
-    print(check_data(cfg))
+    summary = check_data(cfg)  # every photo, before torch is imported
+    check_taps(cfg, args.config)  # timm archs' layer names (builds them: torch)
+    print(summary)
     return 0
 
 
@@ -113,6 +127,8 @@ def cmd_weights_import(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from skintl.pretrain.cli import run_from_args
     from skintl.pretrain.patients import patients_of, source_record, without_patients
     from skintl.pretrain.source import load_source
@@ -254,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except _user_errors() as e:
+    except Exception as e:
+        if not is_user_error(e):
+            raise
         msg = str(e).strip("'\"") if isinstance(e, KeyError) else str(e)
         print(f"skintl: error: {msg}", file=sys.stderr)
         return 2

@@ -6,8 +6,10 @@ errors that name the key and the fix, raised before any long work starts.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,10 +19,12 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from skintl import names as known
 from skintl.labels import DEFAULT_CLASSES, HEALTHY
 
 
@@ -28,11 +32,21 @@ class ConfigError(ValueError):
     """A study config that cannot be used; the message says where and how to fix it."""
 
 
-def _check_names(registry: Any, names: list[str]) -> None:
-    """Unknown registry names become validation errors that list the valid names."""
-    for name in names:
-        if name not in registry:
-            raise ValueError(f"unknown {registry.kind} {name!r}; valid: {', '.join(registry)}")
+def _deep(info: ValidationInfo) -> bool:
+    """Whether the checks that build a timm model (its taps, on the meta device; torch) run
+    now: off in ``skintl check`` until the data is validated (:func:`check_taps`)."""
+    return bool((info.context or {}).get("taps", True))
+
+
+def arch_taps(arch: str, deep: bool = True) -> list[str] | None:
+    """The taps of ``arch`` in forward order; for timm archs None unless ``deep`` (they are
+    built on the meta device, which imports torch)."""
+    taps = known.static_taps(arch)
+    if taps is None and deep:
+        from skintl.encoders.backbones import layer_info
+
+        taps = list(layer_info(arch))
+    return taps
 
 
 class _Strict(BaseModel):
@@ -178,9 +192,7 @@ class EncoderConfig(_Strict):
 
     @model_validator(mode="after")
     def _known_arch(self) -> EncoderConfig:
-        from skintl.encoders.backbones import check_arch  # torch: imported when a config is read
-
-        check_arch(self.arch)
+        known.check_arch(self.arch)
         return self
 
 
@@ -212,18 +224,8 @@ class FeatureConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> FeatureConfig:
-        from skintl.encoders.backbones import layer_info
-        from skintl.features.handcrafted import HANDCRAFTED
-
-        _check_names(HANDCRAFTED, self.handcrafted)
-        for enc in self.encoders:
-            taps = list(layer_info(enc.arch))
-            bad = [layer for layer in self.encoder_layers(enc) if layer not in taps]
-            if bad:
-                raise ValueError(
-                    f"encoder {enc.name!r} ({enc.arch}) has no layers {bad}; its taps are "
-                    f"{', '.join(taps)} (or layers: all)"
-                )
+        known.check_names("hand-crafted descriptor", known.HANDCRAFTED, self.handcrafted)
+        self.check_layers(deep=False)  # timm archs: in StudyConfig, once the rest is valid
         dense = [e.name for e in self.encoders if (e.mode or self.mode) == "dense"]
         if dense and self.input_size is not None:
             raise ValueError(
@@ -235,13 +237,25 @@ class FeatureConfig(_Strict):
             raise ValueError(f"encoder names must be unique, got {names}")
         return self
 
-    def encoder_layers(self, enc: EncoderConfig) -> list[str]:
-        """The taps computed for ``enc``, in its arch's forward order when ``all``."""
+    def check_layers(self, deep: bool) -> None:
+        """Every encoder's layers are taps of its arch (timm archs only when ``deep``)."""
+        for enc in self.encoders:
+            taps = arch_taps(enc.arch, deep)
+            layers = enc.layers if enc.layers is not None else self.layers
+            bad = [] if taps is None or layers == "all" else [x for x in layers if x not in taps]
+            if bad and taps is not None:
+                raise ValueError(
+                    f"encoder {enc.name!r} ({enc.arch}) has no layers {bad}"
+                    f"{known.did_you_mean(bad[0], taps)} (its taps are {', '.join(taps)}, "
+                    "or layers: all)"
+                )
+
+    def encoder_layers(self, enc: EncoderConfig, deep: bool = True) -> list[str]:
+        """The taps computed for ``enc``, in its arch's forward order when ``all`` (for a
+        timm arch, ``["all"]`` unless ``deep``)."""
         layers = enc.layers if enc.layers is not None else self.layers
         if layers == "all":
-            from skintl.encoders.backbones import layer_info
-
-            return list(layer_info(enc.arch))
+            return arch_taps(enc.arch, deep) or ["all"]
         return list(layers)
 
     def encoder(self, name: str) -> EncoderConfig | None:
@@ -315,10 +329,9 @@ class EvaluationConfig(_Strict):
 
     @model_validator(mode="after")
     def _known_classifiers(self) -> EvaluationConfig:
-        from skintl.evaluation.classifiers import CLASSIFIERS
-
         extra = [c.get("classifier", "") for c in self.extra_cells]
-        _check_names(CLASSIFIERS, [*self.classifiers, *self.handcrafted_classifiers, *extra])
+        used = [*self.classifiers, *self.handcrafted_classifiers, *extra]
+        known.check_names("classifier", known.CLASSIFIERS, used)
         for cell in self.extra_cells:
             if sorted(cell) != ["classifier", "encoder", "layer"]:
                 raise ValueError(f"extra_cells entries need encoder, layer, classifier: {cell}")
@@ -423,9 +436,9 @@ class ScanConfig(_Strict):
         """``modes``, or the mode of scan/bundle.pt when not given."""
         if self.modes is not None:
             return list(self.modes)
-        from skintl.scan.windows import DEFAULT_MODE
-
-        return ["cells"] if self.head == "cells" else [DEFAULT_MODE[features.mode_of(self.encoder)]]
+        if self.head == "cells":
+            return ["cells"]
+        return [known.DEFAULT_MODE[features.mode_of(self.encoder)]]
 
 
 class ReportConfig(_Strict):
@@ -461,7 +474,7 @@ class StudyConfig(_Strict):
     report: ReportConfig = Field(default_factory=ReportConfig)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
-    def _known_classes(self) -> StudyConfig:
+    def _known_classes(self, info: ValidationInfo) -> StudyConfig:
         if HEALTHY not in self.classes:
             raise ValueError(f"classes must include {HEALTHY!r}, got {self.classes}")
         d = self.data
@@ -476,20 +489,21 @@ class StudyConfig(_Strict):
                     f"{where} maps to unknown classes {unknown}; declared classes are "
                     f"{self.classes} (add them to `classes:` or fix the spelling)"
                 )
-        from skintl.encoders.backbones import layer_info
-
+        deep = _deep(info)
         f = self.features
+        f.check_layers(deep)
         encoder_names = {e.name for e in f.encoders}
         for ft in self.evaluation.finetune:
             enc = f.encoder(ft.encoder)
-            if enc is None or ft.layer not in layer_info(enc.arch):
+            taps = arch_taps(enc.arch, deep) if enc else None
+            if enc is None or (taps is not None and ft.layer not in taps):
                 raise ValueError(
                     f"evaluation.finetune: encoder {ft.encoder!r} / layer {ft.layer!r} unknown; "
                     f"encoders are {sorted(encoder_names)}"
-                    + (f", taps of {enc.arch}: {list(layer_info(enc.arch))}" if enc else "")
+                    + (f", taps of {enc.arch}: {taps}" if enc else "")
                 )
         if self.scan is not None:
-            _check_scan(self.scan, self.features)
+            _check_scan(self.scan, self.features, deep)
         runs = {r.name: r for r in self.pretrain}
         for enc in self.features.encoders:
             if enc.weights.startswith("pretrain:"):
@@ -525,29 +539,30 @@ class StudyConfig(_Strict):
         return self
 
 
-def _check_scan(sc: ScanConfig, features: FeatureConfig) -> None:
+def _check_scan(sc: ScanConfig, features: FeatureConfig, deep: bool = True) -> None:
     """The scan's encoders have features of its layer, and each mode's bundle was trained on
     the features that mode computes (dense windows: dense; exact, superpixel: patch)."""
-    from skintl.scan.cells import CELL_CLASSIFIERS
-    from skintl.scan.windows import FEATURE_MODE
-
+    CELL_CLASSIFIERS, FEATURE_MODE = known.CELL_CLASSIFIERS, known.FEATURE_MODE
     names = sorted(e.name for e in features.encoders)
     for name in (sc.encoder, sc.patch_encoder or sc.encoder):
         enc = features.encoder(name)
-        if enc is None or sc.layer not in features.encoder_layers(enc):
+        layers = features.encoder_layers(enc, deep) if enc else []
+        if enc is None or (layers != ["all"] and sc.layer not in layers):
             raise ValueError(
                 f"scan: encoder {name!r} / layer {sc.layer!r} has no features; encoders are "
-                f"{names}" + (f", layers of {name}: {features.encoder_layers(enc)}" if enc else "")
+                f"{names}" + (f", layers of {name}: {layers}" if enc else "")
             )
     modes = sc.scan_modes(features)
     if sc.head == "cells" or "cells" in modes:
         enc = features.encoder(sc.encoder)
         assert enc is not None
-        missing = [t for t in sc.cells.taps(sc.layer) if t not in features.encoder_layers(enc)]
+        layers = features.encoder_layers(enc, deep)  # ["all"]: a timm arch, checked later
+        taps = sc.cells.taps(sc.layer)
+        missing = [] if layers == ["all"] else [t for t in taps if t not in layers]
         if missing:
             raise ValueError(
                 f"scan.cells.layers: {missing} are not layers of encoder {sc.encoder!r} "
-                f"({features.encoder_layers(enc)}); add them to its features' layers"
+                f"({layers}); add them to its features' layers"
             )
     if (sc.head == "cells" or "cells" in modes) and sc.classifier not in CELL_CLASSIFIERS:
         raise ValueError(
@@ -566,26 +581,70 @@ def _check_scan(sc: ScanConfig, features: FeatureConfig) -> None:
             )
 
 
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The config model that holds the key at ``loc`` (list indices skipped), or None."""
+    model: type[BaseModel] = StudyConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        inner = [a for a in _flatten(field.annotation) if isinstance(a, type)]
+        models = [a for a in inner if issubclass(a, BaseModel)]
+        if not models:
+            return None
+        model = models[0]
+    return model
+
+
+def _flatten(annotation: Any) -> list[Any]:
+    """``A | None``, ``list[A]``, ... -> [A, ...]."""
+    args = typing.get_args(annotation)
+    if not args:
+        return [annotation]
+    return [a for arg in args for a in _flatten(arg)]
+
+
 def _format_errors(err: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid study config:"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see configs/ for valid keys)"
+            model = _model_at(e["loc"])
+            valid = list(model.model_fields) if model else []
+            close = difflib.get_close_matches(str(e["loc"][-1]), valid, n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(close)}?" if close else "check the spelling"
+            msg = f"unknown key ({hint}; see configs/ for valid keys)"
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
 
 
 def parse_config(
-    raw: dict[str, Any], source: str = "config", base_dir: Path | None = None
+    raw: dict[str, Any], source: str = "config", base_dir: Path | None = None, taps: bool = True
 ) -> StudyConfig:
-    """Validate a config dict; relative paths resolve against ``base_dir``."""
+    """Validate a config dict; relative paths resolve against ``base_dir``.
+
+    ``taps=False`` leaves out the checks of timm archs' layer names, which build the model
+    (torch); :func:`check_taps` runs them later (``skintl check`` validates the data first).
+    """
     try:
-        cfg = StudyConfig.model_validate(raw)
+        cfg = StudyConfig.model_validate(raw, context={"taps": taps})
     except ValidationError as e:
         raise ConfigError(_format_errors(e, source)) from None
     return _resolve_paths(cfg, base_dir or Path.cwd(), source)
+
+
+def check_taps(cfg: StudyConfig, source: str = "config") -> None:
+    """The layer checks :func:`parse_config` left out with ``taps=False`` (imports torch when
+    an encoder is a timm arch)."""
+    if all(known.static_taps(e.arch) is not None for e in cfg.features.encoders):
+        return
+    try:
+        StudyConfig.model_validate(cfg.model_dump(), context={"taps": True})
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None
 
 
 def _weights_path(weights: str, base: Path, where: str) -> str:
@@ -632,8 +691,9 @@ def _resolve_paths(cfg: StudyConfig, base: Path, source: str) -> StudyConfig:
     return cfg.model_copy(update={"data": data, "features": features, "pretrain": runs})
 
 
-def load_config(path: Path | str) -> StudyConfig:
-    """Read and validate a YAML study config; paths resolve against the file's folder."""
+def load_config(path: Path | str, taps: bool = True) -> StudyConfig:
+    """Read and validate a YAML study config; paths resolve against the file's folder
+    (``taps``: see :func:`parse_config`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -645,7 +705,7 @@ def load_config(path: Path | str) -> StudyConfig:
         raise ConfigError(
             f"{path}: a study config is a YAML mapping (key: value), got {type(raw).__name__}"
         )
-    return parse_config(raw, source=str(path), base_dir=path.parent.resolve())
+    return parse_config(raw, source=str(path), base_dir=path.parent.resolve(), taps=taps)
 
 
 def dump_config(cfg: StudyConfig) -> str:

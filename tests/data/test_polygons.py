@@ -249,3 +249,48 @@ def test_new_outlines_give_a_new_mask_path(tmp_path: Path) -> None:
     (root / "PAT1_a.json").write_text(json.dumps(doc))
     after = _manifest(root, "labelme", tmp_path, patient_regex=r"^(PAT\d+)")["annotation"][0]
     assert before != after and Path(before).is_file() and Path(after).is_file()
+
+
+SLIVER = [[10.1, 30.1], [10.4, 30.1], [10.2, 30.3]]  # inside the photo, around no pixel centre
+
+
+def _add_sliver(root: Path, source: str) -> None:
+    """Write a study of ``source`` whose file also holds one sub-pixel outline."""
+    if source == "labelme":
+        write_photo(root / "PAT1_a.png", 0)
+        write_labelme(root / "PAT1_a.json", "PAT1_a.png")
+        doc = json.loads((root / "PAT1_a.json").read_text())
+        doc["shapes"].append({"label": "actinic", "points": SLIVER, "shape_type": "polygon"})
+        (root / "PAT1_a.json").write_text(json.dumps(doc))
+    elif source == "coco":
+        write_photo(root / "PAT1_a.png", 0)
+        write_coco(root / "instances.json", ["PAT1_a.png"])
+        doc = json.loads((root / "instances.json").read_text())
+        flat = [v for point in SLIVER for v in point]
+        sliver = {"id": 99, "image_id": 1, "category_id": 1, "iscrowd": 0}
+        sliver |= {"segmentation": [flat], "area": 0.03, "bbox": [10, 30, 1, 1]}
+        doc["annotations"].append(sliver)
+        (root / "instances.json").write_text(json.dumps(doc))
+    else:
+        write_photo(root / "PAT1_a.png", 0)
+        write_geojson(root / "PAT1_a.geojson")
+        doc = json.loads((root / "PAT1_a.geojson").read_text())
+        geometry = {"type": "Polygon", "coordinates": [[*SLIVER, SLIVER[0]]]}
+        props = {"classification": {"name": "actinic"}}
+        doc["features"].append({"type": "Feature", "properties": props, "geometry": geometry})
+        (root / "PAT1_a.geojson").write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("source", ["labelme", "coco", "geojson"])
+def test_a_sub_pixel_outline_is_skipped_with_a_warning(
+    tmp_path: Path, source: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "data"
+    _add_sliver(root, source)
+    extra = {"annotations": "instances.json"} if source == "coco" else {}
+    with caplog.at_level("WARNING", logger="skintl.data.polygons"):
+        m = _manifest(root, source, tmp_path, patient_regex=r"^(PAT\d+)_", **extra)
+    assert len(m) == 1 and "actinic" in m["labels"].iloc[0]  # the other outlines came through
+    (line,) = [r.getMessage() for r in caplog.records if "degenerate" in r.getMessage()]
+    assert "1 degenerate outline(s) skipped" in line and "holds no pixel centre" in line
+    assert "PAT1_a.png" in line

@@ -13,16 +13,8 @@ from skimage.feature import local_binary_pattern
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
-from skintl.evaluation.baselines import (
-    _RGB2YIQ,
-    _YIQ_HIGH,
-    _YIQ_LOW,
-    BASELINES,
-    ColourLBPFeatures,
-    LBPYIQFeatures,
-    ThesisProtocolMLP,
-    lbp_yiq_svm,
-)
+from skintl.evaluation.baselines import BASELINES, ThesisProtocolMLP, lbp_yiq_svm
+from skintl.features.lbp import _RGB2YIQ, _YIQ_HIGH, _YIQ_LOW, ColourLBPFeatures, LBPYIQFeatures
 
 P = 8  # uniform LBP with 8 neighbours: bins 0..8 uniform, bin 9 non-uniform
 
@@ -82,7 +74,7 @@ def test_yiq_matrix_equals_skimage() -> None:
 def test_batching_does_not_change_features(monkeypatch: pytest.MonkeyPatch) -> None:
     X = np.random.default_rng(1).integers(0, 256, size=(7, 8, 8, 3), dtype=np.uint8)
     full = ColourLBPFeatures().fit_transform(X)
-    monkeypatch.setattr("skintl.evaluation.baselines._BATCH", 3)
+    monkeypatch.setattr("skintl.features.lbp._BATCH", 3)
     np.testing.assert_array_equal(ColourLBPFeatures().fit_transform(X), full)
 
 

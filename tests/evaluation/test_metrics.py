@@ -58,3 +58,17 @@ def test_auc_of_a_class_absent_from_the_fold_is_nan() -> None:
     m = classification_metrics(Y[keep], P[keep], CLASSES)
     assert math.isnan(m["auc_SK"]) and math.isnan(m["sensitivity_SK"])
     assert math.isclose(m["auc_macro"], np.mean([m["auc_AK"], m["auc_healthy"]]))
+
+
+def test_balanced_accuracy_of_a_fold_missing_a_class_equals_sklearn_without_warning() -> None:
+    import warnings
+
+    y = Y[:7]  # AK and healthy only, and the last prediction says SK
+    p = np.vstack([P[:6], [[0.1, 0.2, 0.7]]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = balanced_accuracy_score(y, np.asarray(CLASSES)[p.argmax(axis=1)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = classification_metrics(y, p, CLASSES)
+    assert math.isclose(m["balanced_accuracy"], expected)

@@ -128,3 +128,76 @@ def test_region_iou_option(
     assert row["region_sensitivity"] <= row["region_sensitivity_any"]
     assert main([*args, "--region-iou", "1.5", "-o", str(tmp_path / "o")]) == 2
     assert "--region-iou 1.5: give an IoU in (0, 1]" in capsys.readouterr().err
+
+
+def test_missing_photo_fails_before_writing(
+    dense_bundle: Path, photo_and_mask: tuple, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    image, _ = photo_and_mask
+    out = tmp_path / "o"
+    gone = tmp_path / "gone.png"
+    rc = main(["scan", str(dense_bundle), str(image), str(gone), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "1 file(s) not found, nothing scanned" in err and "gone.png" in err
+    assert not out.exists()
+    rc = main(["scan", str(dense_bundle), str(image), "--doctor-mask", str(tmp_path / "m.png"),
+               "-o", str(out)])  # fmt: skip
+    assert rc == 2 and "m.png" in capsys.readouterr().err and not out.exists()
+
+
+def test_undecodable_photo_is_listed_and_the_others_scanned(
+    dense_bundle: Path, photo_and_mask: tuple, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    image, _ = photo_and_mask
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    out = tmp_path / "o"
+    rc = main(["scan", str(dense_bundle), str(bad), str(image), "--stride", "16", "-o", str(out)])
+    assert rc == 1 and "broken.png" in capsys.readouterr().out
+    table = pd.read_csv(out / "scan_metrics.csv", keep_default_na=False)
+    assert list(table["error"] != "") == [True, False]
+    page = (out / "index.html").read_text()
+    assert "Photos not scanned (1)" in page and "broken.png" in page
+    assert f"{image.stem}_overlay.png" in page
+
+
+def test_no_skin_picture_is_flagged(dense_bundle: Path, tmp_path: Path) -> None:
+    chart = np.full((96, 128, 3), 255, np.uint8)
+    chart[::8] = (30, 60, 200)  # blue lines on white: a chart, no skin
+    Image.fromarray(chart).save(tmp_path / "chart.png")
+    out = tmp_path / "o"
+    assert main(["scan", str(dense_bundle), str(tmp_path / "chart.png"), "-o", str(out)]) == 0
+    row = pd.read_csv(out / "scan_metrics.csv").iloc[0]
+    assert bool(row["no_skin"]) and row["skin_pct"] < 1
+    assert "No skin" in (out / "index.html").read_text()
+
+
+@pytest.mark.parametrize(
+    ("positionals", "expected"),
+    [
+        (["photo.png"], "looks like a photo, but the first argument is the bundle"),
+        (["photo.png", "other.png"], "looks like a photo, but the first argument is the bundle"),
+        (["b.bundle"], "no photos to scan: give them after the bundle"),
+    ],
+)
+def test_scan_arguments_say_what_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture, positionals: list[str], expected: str
+) -> None:
+    assert main(["scan", *positionals, "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "skintl scan BUNDLE PHOTO" in err and "Traceback" not in err
+
+
+def test_file_names_and_ids_are_text_on_the_page(
+    dense_bundle: Path, photo_and_mask: tuple, tmp_path: Path
+) -> None:
+    image, _ = photo_and_mask
+    evil = tmp_path / "<img src=x onerror=alert(1)>.png"
+    evil.write_bytes(image.read_bytes())
+    out = tmp_path / "o"
+    rc = main(["scan", str(dense_bundle), str(evil), "--patient-id", "<b>p1</b>",
+               "--stride", "16", "-o", str(out)])  # fmt: skip
+    assert rc == 0
+    page = (out / "index.html").read_text()
+    assert "<img src=x" not in page and "<b>p1" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;.png" in page and "&lt;b&gt;p1" in page

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from skintl.data.sources import IMAGE_SUFFIXES
+from skintl.data.readers import IMAGE_SUFFIXES
 from skintl.data.validate import DataError, Problems, inside_root
 
 

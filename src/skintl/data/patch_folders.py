@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from skintl.config import DataConfig
-from skintl.data.sources import IMAGE_SUFFIXES, read_rgb
+from skintl.data.readers import IMAGE_SUFFIXES, read_rgb
 from skintl.data.validate import DataError, Item, Problems, duplicates, pixel_hash
 from skintl.progress import progress
 

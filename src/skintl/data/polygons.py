@@ -22,7 +22,7 @@ from PIL import Image
 from skintl.config import DataConfig
 from skintl.data.annotations import DEFAULT_PATTERNS, READERS, AnnotatedPhoto, Lesion
 from skintl.data.patch_folders import class_lookup
-from skintl.data.sources import MANIFEST_COLUMNS, read_rgb
+from skintl.data.readers import MANIFEST_COLUMNS, read_rgb
 from skintl.data.validate import DataError, Item, Problems, duplicates, pixel_hash
 from skintl.io import atomic_path
 from skintl.progress import progress
@@ -58,8 +58,20 @@ def lesion_mask(lesion: Lesion, shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def _on_photo(lesion: Lesion, shape: tuple[int, int]) -> bool:
+    """Whether the outline's bounding box meets the photo (an RLE always does)."""
+    if lesion.geometry is None:
+        return True
+    x0, y0, x1, y1 = lesion.geometry.bounds
+    return x1 > 0 and y1 > 0 and x0 < shape[1] and y0 < shape[0]
+
+
 def rasterise(
-    photo: AnnotatedPhoto, shape: tuple[int, int], classes: dict[str, int], where: str
+    photo: AnnotatedPhoto,
+    shape: tuple[int, int],
+    classes: dict[str, int],
+    where: str,
+    skipped: list[str] | None = None,
 ) -> np.ndarray:
     """The photo's label mask: (H, W) uint8, class index + 1 inside outlines, 0 elsewhere.
 
@@ -68,6 +80,8 @@ def rasterise(
         shape: (H, W) of the decoded photo.
         classes: label as written -> class index (labels to skip are absent).
         where: the annotation file, for messages.
+        skipped: receives a message for each degenerate outline left out: one on the photo that
+            holds no pixel centre (a sub-pixel sliver), which labels nothing either way.
 
     Raises:
         DataProblems: outlines that are invalid, outside the photo, or overlap another class.
@@ -88,6 +102,11 @@ def rasterise(
         region = lesion_mask(lesion, shape)
         if region.shape != shape:
             problems.add(f"{where}: RLE of {lesion.label!r} is {region.shape}, photo is {shape}")
+            continue
+        if not region.any() and _on_photo(lesion, shape):
+            if skipped is not None:
+                skipped.append(f"{where}: outline {lesion.label!r} on {photo.image_path.name} "
+                               "holds no pixel centre (a sub-pixel outline); skipped")  # fmt: skip
             continue
         if not region.any():
             problems.add(
@@ -192,6 +211,7 @@ def polygon_manifest(data: DataConfig, classes: list[str], mask_dir: Path) -> pd
     label_index = _label_classes(photos, data, classes, problems)
     patient_of = _patient_finder(data)
     rows, items = [], []
+    skipped: list[str] = []
     seen: dict[Path, Path] = {}
     for photo in progress(photos, "data", "photo"):
         if photo.image_path in seen:
@@ -201,11 +221,14 @@ def polygon_manifest(data: DataConfig, classes: list[str], mask_dir: Path) -> pd
             )
             continue
         seen[photo.image_path] = photo.source_file
-        row = problems.attempt(_photo, photo, data, label_index, patient_of, mask_dir)
+        row = problems.attempt(_photo, photo, data, label_index, patient_of, mask_dir, skipped)
         if row is not None:
             rows.append(row)
             items.append(Item(str(photo.image_path), row["patient_id"], row.pop("digest")))
     duplicates(items, problems, "photo", within=True)
+    if skipped:
+        log.warning("%d degenerate outline(s) skipped, the rest imported:\n  %s", len(skipped),
+                    "\n  ".join(skipped))  # fmt: skip
     problems.raise_if_any(data.max_problems)
     out = pd.DataFrame(rows)
     log.info(
@@ -224,6 +247,7 @@ def _photo(
     label_index: dict[str, int],
     patient_of: Callable[[Path], str],
     mask_dir: Path,
+    skipped: list[str] | None = None,
 ) -> dict:
     problems = Problems()
     patient = problems.attempt(patient_of, photo.image_path)
@@ -235,7 +259,9 @@ def _photo(
         )
     mask = None
     if image is not None:
-        mask = problems.attempt(rasterise, photo, image.shape[:2], label_index, photo.source_file)
+        mask = problems.attempt(
+            rasterise, photo, image.shape[:2], label_index, photo.source_file, skipped
+        )
     problems.raise_if_any()
     assert image is not None and mask is not None
     rel = photo.image_path.relative_to(data.root.resolve() if data.root else Path("/"))

@@ -9,6 +9,7 @@ feature-info idea (channels, stride, module) and are listed by :func:`layer_info
 from __future__ import annotations
 
 import logging
+import sys
 import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,7 +71,8 @@ def _torchvision_imagenet(arch: str, weights: Any) -> dict[str, torch.Tensor]:
     filename = weights.url.rsplit("/", 1)[-1]
     target = Path(torch.hub.get_dir()) / "checkpoints" / filename
     try:
-        sd = weights.get_state_dict(progress=True, check_hash=True)
+        # the download's bar only on a terminal: in a log file it is one \r-joined line
+        sd = weights.get_state_dict(progress=sys.stderr.isatty(), check_hash=True)
     except (urllib.error.URLError, OSError, RuntimeError) as e:
         raise WeightsError(
             f"could not load torchvision's ImageNet weights for {arch} ({e}). This machine looks "

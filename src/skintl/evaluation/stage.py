@@ -24,7 +24,6 @@ import pandas as pd
 from joblib import Parallel, delayed
 from sklearn.base import clone
 from threadpoolctl import threadpool_limits
-from tqdm import tqdm
 
 from skintl.config import FineTuneCellConfig, StudyConfig
 from skintl.data.stage import check_patches, load_patches
@@ -35,6 +34,7 @@ from skintl.features.handcrafted import HANDCRAFTED_LAYER
 from skintl.features.stage import checked_record, feature_inputs, load_features, weights_id
 from skintl.io import write_json, write_npy, write_parquet, write_text
 from skintl.pretrain.stage import current_weights
+from skintl.progress import progress
 from skintl.rundir import fingerprint, invalidate, stale
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def _fold_by_fold(
         )
         for k in range(n_folds)
     )
-    bar = tqdm(jobs, total=n_folds, desc=desc, unit="fold", leave=False)
+    bar = progress(jobs, desc, "fold", total=n_folds)
     return list(Parallel(n_jobs=n_jobs)(bar))
 
 
@@ -216,7 +216,7 @@ def run_evaluation(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
     out = run_dir / "evaluation"
     write_parquet(index.assign(fold=fold)[["patient_id", "class", "fold"]], out / "folds.parquet")
     rows = []
-    for cell, fp in tqdm(cells, desc="evaluate", unit="cell"):
+    for cell, fp in progress(cells, "evaluate", "cell"):
         cell_dir = out / cell.encoder / cell.layer / cell.classifier
         metrics = _cached_metrics(cell_dir, fp)
         if metrics is None:

@@ -250,7 +250,7 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         self.device = device
 
     def _fit(self, X: np.ndarray, codes: np.ndarray, train: np.ndarray) -> tuple[_Folds, Any]:
-        from skintl.features.extract import resolve_device
+        from skintl.device import resolve_device
 
         return fit_folds(
             X, codes, train, self.C, self.class_weight == "balanced", self.max_iter, self.tol,

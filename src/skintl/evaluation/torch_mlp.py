@@ -259,7 +259,7 @@ class TorchStudyMLP(ClassifierMixin, BaseEstimator):
         )
 
     def _device(self) -> str:
-        from skintl.features.extract import resolve_device
+        from skintl.device import resolve_device
 
         return str(resolve_device(self.device))
 

@@ -398,17 +398,16 @@ def dense_patch_features(
     Returns:
         {layer: (N, C_layer) float32}, rows in patch order.
     """
-    from tqdm import tqdm
-
-    from skintl.features.extract import exact_fp32, resolve_device
+    from skintl.device import exact_fp32, resolve_device
+    from skintl.progress import progress as logged
 
     dev = resolve_device(device)
     geos = {t: geometry(truncated_backbone(net, t), arch_strides[t], size) for t in layers}
     trunk = inference_trunk(TapMaps(net, layers), dev)  # every tap from one pass
     out: dict[str, np.ndarray] = {}
     with exact_fp32(dev):
-        for i in tqdm(np.unique(image_idx), desc="dense features", unit="photo",
-                      disable=not progress):  # fmt: skip
+        photo_ids = np.unique(image_idx)
+        for i in logged(photo_ids, "dense features", "photo") if progress else photo_ids:
             rows = np.flatnonzero(image_idx == i)
             photo = read_photo(photos[i])
             chunks = iter_tap_features(trunk, photo, geos, ys[rows], xs[rows], tile, dev)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
-from skintl.config import ConfigError
+from skintl.device import exact_fp32, resolve_device
 from skintl.encoders.taps import IMAGENET_MEAN, IMAGENET_STD, LayerTaps
+from skintl.progress import progress as logged
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LayerTaps", "extract_features", "to_input"]
+__all__ = [
+    "IMAGENET_MEAN", "IMAGENET_STD", "LayerTaps", "exact_fp32", "extract_features",
+    "resolve_device", "to_input",
+]  # fmt: skip
 
 
 def preprocess(
@@ -41,36 +43,6 @@ def to_input(x: torch.Tensor, input_size: int | None = None) -> torch.Tensor:
             x, size=(input_size, input_size), mode="bilinear", antialias=True, align_corners=False
         )
     return x.contiguous(memory_format=torch.channels_last)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else the CPU; ``"cuda"`` without a GPU is an error."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"features.device is {device!r} but PyTorch sees no CUDA GPU here "
-            f"(torch {torch.__version__}); set features.device to 'auto' or 'cpu'"
-        )
-    return torch.device(device)
-
-
-@contextmanager
-def exact_fp32(device: torch.device) -> Iterator[None]:
-    """Disables TF32 on CUDA while features are computed, so they equal fp32 on the CPU.
-
-    Ampere and newer GPUs run fp32 convolutions in TF32 by default (10-bit mantissa), which
-    moves pooled features by about 1e-3 relative; full fp32 keeps them within 1e-5.
-    """
-    if device.type != "cuda":
-        yield
-        return
-    conv, mm = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, mm
 
 
 @torch.inference_mode()
@@ -104,7 +76,7 @@ def extract_features(
     starts = range(0, len(patches), batch_size)
     try:
         with exact_fp32(dev):
-            for s in tqdm(starts, desc=desc, unit="batch", disable=not progress):
+            for s in logged(starts, desc, "batch") if progress else starts:
                 feats = taps(preprocess(patches[s : s + batch_size], input_size, dev))
                 for layer, f in feats.items():
                     out[layer].append(f.float().cpu().numpy())

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 from sklearn.base import TransformerMixin
 
-from skintl.evaluation.baselines import ColourLBPFeatures, LBPYIQFeatures
+from skintl.features.lbp import ColourLBPFeatures, LBPYIQFeatures
 from skintl.registry import Registry
 
 #: layer name of hand-crafted feature cells in tables and folders

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torchvision.transforms import v2
 
-from skintl.features.extract import IMAGENET_MEAN, IMAGENET_STD
+from skintl.encoders.taps import IMAGENET_MEAN, IMAGENET_STD
 
 Transform = Callable[[np.ndarray], Tensor]
 

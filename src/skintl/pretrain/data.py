@@ -88,7 +88,8 @@ class PretrainDataset(Dataset[dict[str, Any]]):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         idx = [i] if self.n_views == 1 else [i, self.partner(i)]
-        views: list[Tensor] = [self.transform(self.images[j]) for j in idx]
+        # a copy: images may be a read-only memory map, which torch warns about and cannot share
+        views: list[Tensor] = [self.transform(np.array(self.images[j])) for j in idx]
         label = -1 if self.labels is None else int(self.labels[i])
         return {"views": views, "label": label, "index": torch.tensor(idx)}
 

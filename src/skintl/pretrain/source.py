@@ -14,12 +14,12 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from skimage.transform import resize
-from tqdm import tqdm
 
 from skintl.config import StudyConfig, dump_config
 from skintl.data.sources import read_rgb
 from skintl.data.stage import load_patches, run_data, run_patches
 from skintl.labels import HEALTHY
+from skintl.progress import progress
 from skintl.rundir import prepare_run_dir
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def load_source(
     images = np.stack([
         (resize(read_rgb(Path(p)), (image_size, image_size), anti_aliasing=True) * 255)
         .round().astype(np.uint8)
-        for p in tqdm(manifest["image_path"], desc="source photos", unit="photo")
+        for p in progress(list(manifest["image_path"]), "source photos", "photo")
     ])  # fmt: skip
     prepare_run_dir(dump_config(cfg), data_dir)
     codes, names = pd.factorize(manifest["labels"], sort=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -48,13 +49,34 @@ def default_precision(accelerator: str) -> str:
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
 
+class EpochLog(Callback):
+    """One log line per epoch (its metrics and seconds), for logs that are files: Lightning's
+    bar is a stream of carriage returns there."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        metrics = ", ".join(
+            f"{k}={float(v):.4g}" for k, v in sorted(trainer.callback_metrics.items())
+        )
+        log.info("epoch %d/%d: %s (%.1f s)", trainer.current_epoch + 1, trainer.max_epochs,
+                 metrics or "no metrics", time.perf_counter() - self._start)  # fmt: skip
+
+
 def _trainer(
     out_dir: Path, max_epochs: int, accelerator: str, devices: Any, strategy: str,
     num_nodes: int, precision: str, progress_bar: bool, callbacks: Sequence[Callback],
+    steps_per_epoch: int,
 ) -> L.Trainer:  # fmt: skip
     ckpt = ModelCheckpoint(
         dirpath=out_dir / "checkpoints", save_top_k=0, save_last=True, enable_version_counter=False
     )
+    # a bar only on a terminal; elsewhere (files, pipes) one line per epoch
+    bar = progress_bar and sys.stderr.isatty()
+    epoch_log = [] if bar or not progress_bar else [EpochLog()]
     loggers = [
         CSVLogger(out_dir / "logs", name="csv"),
         TensorBoardLogger(out_dir / "logs", name="tensorboard"),
@@ -68,10 +90,11 @@ def _trainer(
         max_epochs=max_epochs,
         # SyncBatchNorm needs CUDA; Lightning applies it only under DDP-type strategies
         sync_batchnorm=uses_cuda(accelerator),
-        callbacks=[ckpt, LearningRateMonitor(logging_interval="step"), *callbacks],
+        callbacks=[ckpt, LearningRateMonitor(logging_interval="step"), *callbacks, *epoch_log],
         logger=loggers,
-        enable_progress_bar=progress_bar,
-        log_every_n_steps=10,
+        enable_progress_bar=bar,
+        # Lightning warns when an epoch has fewer batches than the logging interval
+        log_every_n_steps=max(1, min(10, steps_per_epoch)),
         default_root_dir=out_dir,
     )
 
@@ -135,7 +158,7 @@ def pretrain(
             ``resume=False`` an existing checkpoint is an error, never silently overwritten.
         augment: augmentation config (crop size, colour strength, ...).
         num_workers: data loader workers per process.
-        progress_bar: show Lightning's progress bar.
+        progress_bar: show progress: Lightning's bar on a terminal, else a log line per epoch.
         callbacks: extra Lightning callbacks.
         init: the backbone's starting weights: ``"random"``, ``"imagenet"`` or a skintl encoder
             file (Azizi et al. 2021; REMEDIS, Azizi et al. 2023: supervised ImageNet weights,
@@ -161,7 +184,7 @@ def pretrain(
 
     L.seed_everything(seed, workers=True)
     trainer = _trainer(out_dir, max_epochs, accelerator, devices, strategy, num_nodes, precision,
-                       progress_bar, callbacks)  # fmt: skip
+                       progress_bar, callbacks, len(images) // batch_size)  # fmt: skip
     kwargs = dict(method_kwargs) if lr is None else {**method_kwargs, "lr": lr}
     module = factory(arch, num_classes, **kwargs)
     model = cast(MethodModule, module)

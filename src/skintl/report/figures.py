@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from sklearn.metrics import auc, confusion_matrix, roc_curve
@@ -31,6 +34,13 @@ def _save(fig: Figure, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
     return path
+
+
+def legend_outside(ax: Axes, **kw: Any) -> Legend:
+    """The axes' legend right of its plot area, where it covers no bar (the saved PNG grows to
+    hold it: ``bbox_inches="tight"``)."""
+    return ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                     borderaxespad=0.0, **kw)  # fmt: skip
 
 
 def per_patient_summary(
@@ -63,7 +73,7 @@ def per_patient_summary(
     ax.set_ylim(0, 1.05)
     ax.set_ylabel(f"per-patient {metric.replace('_', ' ')}", fontsize=8)
     if len(layers) > 1:
-        ax.legend(fontsize=7, ncols=min(len(layers), 6), loc="lower right")
+        legend_outside(ax, title="layer", title_fontsize=7)
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(title, fontsize=9)
     return _save(fig, path)
@@ -88,7 +98,7 @@ def per_patient_bars(
         else:
             ax.set_xticks([])
             ax.set_xlabel(f"{len(t)} patients", fontsize=8)
-        ax.legend(fontsize=7, loc="lower right")
+        legend_outside(ax)
     return _save(fig, path)
 
 

@@ -128,7 +128,7 @@ def embedding_figures(
 def _render(context: dict[str, Any]) -> str:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        autoescape=True,  # names, ids and labels come from outside: always shown as text
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -155,8 +155,33 @@ def _scan_context(run_dir: Path) -> dict[str, Any] | None:
     picks = gallery(pd.read_csv(photos)) if photos.is_file() else []
     for p in picks:
         p["src"] = f"../scan/{p['mode']}/{p['stem']}_overlay.png"
-    return {"rows": rows, "modes": sorted({str(r["mode"]) for r in rows}),
-            "differences": differences, "gallery": picks}  # fmt: skip
+    modes = sorted({str(r["mode"]) for r in rows})
+    tables = _mode_metric_tables(rows, modes)
+    return {"rows": rows, "modes": modes, "tables": tables, "differences": differences,
+            "gallery": picks, "files": _scan_files(run_dir)}  # fmt: skip
+
+
+def _mode_metric_tables(rows: list[dict[Any, Any]], modes: list[str]) -> list[dict[str, Any]]:
+    """The summary rows as one metric x mode table per target class (cells: the row or None)."""
+    tables = []
+    for cls in dict.fromkeys(str(r["target_class"]) for r in rows):
+        sub = [r for r in rows if str(r["target_class"]) == cls]
+        cell = {(r["metric"], str(r["mode"])): r for r in sub}
+        n = {m: max((int(r["n_photos"]) for r in sub if str(r["mode"]) == m), default=0)
+             for m in modes}  # fmt: skip
+        metrics = [
+            {"metric": metric, "cells": [cell.get((metric, m)) for m in modes]}
+            for metric in dict.fromkeys(r["metric"] for r in sub)
+        ]
+        tables.append({"target_class": cls, "modes": modes, "n_photos": n, "metrics": metrics})
+    return tables
+
+
+def _scan_files(run_dir: Path) -> list[str]:
+    """The scan stage's CSVs, as links relative to the report folder."""
+    scan = run_dir / "scan"
+    found = [*sorted(scan.glob("*.csv")), *sorted(scan.glob("*/scan_metrics.csv"))]
+    return [f"../scan/{p.relative_to(scan).as_posix()}" for p in found]
 
 
 def write_report(

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from skintl import __version__
-from skintl.scan.head import SCAN_CLASSIFIERS, Head, HeadError, head_from_estimator
+from skintl.names import SCAN_CLASSIFIERS
+from skintl.scan.head import Head, HeadError, head_from_estimator
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 
 from skintl.io import atomic_path, write_json
+from skintl.names import CELL_CLASSIFIERS
 from skintl.rundir import fingerprint, fingerprint_matches, invalidate
 from skintl.scan.bundle import BundleError, fit_head, save_bundle
 from skintl.scan.cells import (
-    CELL_CLASSIFIERS,
     CELL_RULE,
     THRESHOLD_RULE,
     CellTable,
@@ -79,10 +79,10 @@ def _compute_table(cfg: Any, run_dir: Path, encoder: str, layers: list[str]) -> 
     import torch
 
     from skintl.data.sources import effective_data_config, lesion_label_map, read_mask, read_rgb
+    from skintl.device import exact_fp32, resolve_device
     from skintl.encoders.backbones import layer_info, load_backbone
     from skintl.encoders.taps import TapMaps
     from skintl.features.dense import cell_features, inference_trunk, tap_geometries
-    from skintl.features.extract import exact_fp32, resolve_device
     from skintl.pretrain.stage import current_weights
     from skintl.progress import progress
     from skintl.scan.cells import cell_grid, photo_cells, target_class

@@ -30,9 +30,6 @@ from skintl.labels import HEALTHY
 
 #: version of the cell labelling rule above; part of the cell table's fingerprint
 CELL_RULE = "cells-half-domain-pure-blocks-v1"
-#: classifiers of a cell head: both fit the natural class frequencies (logreg's class weights
-#: are switched off; the linear SVM's are always balanced, so it is not offered)
-CELL_CLASSIFIERS = ("logreg", "mlp")
 #: candidate thresholds on a lesion class's probability
 THRESHOLDS = np.round(np.arange(0.01, 0.991, 0.01), 2)
 #: version of the threshold choice (candidates, cell-level scores, lowest of ties); recorded in

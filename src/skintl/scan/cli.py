@@ -37,6 +37,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from skintl.scan.regions import REGION_IOU
     from skintl.scan.run import ScanOptions, scan_photos
 
+    _check_positionals(args.bundle, args.images)
     if args.patient_id and len(args.patient_id) != len(args.images):
         raise ScanError(f"{len(args.patient_id)} --patient-id for {len(args.images)} photos")
     if args.region_iou is not None and not 0 < args.region_iou <= 1:
@@ -55,14 +56,36 @@ def cmd_scan(args: argparse.Namespace) -> int:
     cols = [c for c in ("dice", "region_sensitivity", "region_specificity") if c in table]
     if cols:
         print(table[cols].mean().to_string(float_format=lambda v: f"{v:.3f}"))
-    print(f"scans of {len(table)} photos in {args.output} (open {args.output}/index.html)")
+    failed = table[table["error"] != ""]
+    print(f"scans of {len(table) - len(failed)} photos in {args.output} "
+          f"(open {args.output}/index.html)")  # fmt: skip
+    if len(failed):
+        print(f"{len(failed)} photo(s) not scanned, listed in index.html and scan_metrics.csv "
+              f"(column error): {', '.join(Path(p).name for p in failed['photo'])}")  # fmt: skip
+        return 1
     return 0
 
 
+USAGE = "skintl scan BUNDLE PHOTO [PHOTO ...] -o OUT"
+
+
+def _check_positionals(bundle: str, images: list[str]) -> None:
+    """The bundle first, then at least one photo: say which one is missing."""
+    from skintl.data.readers import IMAGE_SUFFIXES
+    from skintl.scan.image import ScanError
+
+    if Path(bundle).suffix.lower() in IMAGE_SUFFIXES:
+        raise ScanError(
+            f"{bundle} looks like a photo, but the first argument is the bundle (the file made "
+            f"by `skintl bundle`): {USAGE}"
+        )
+    if not images:
+        raise ScanError(f"no photos to scan: give them after the bundle {bundle}: {USAGE}")
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from skintl.scan.head import SCAN_CLASSIFIERS
-    from skintl.scan.image import DEFAULT_MAX_PIXELS
-    from skintl.scan.windows import MODES
+    from skintl.names import DEFAULT_MAX_PIXELS, SCAN_CLASSIFIERS
+    from skintl.names import SCAN_MODES as MODES
 
     b = sub.add_parser("bundle", help="export a scan bundle (encoder + refitted classifier)")
     b.add_argument("run_dir", help="run directory of a finished `skintl study`")
@@ -104,8 +127,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.set_defaults(func=cmd_bundle)
 
     s = sub.add_parser("scan", help="lesion maps, regions and overlays of whole photos")
-    s.add_argument("bundle", help="file made by `skintl bundle`")
-    s.add_argument("images", nargs="+", help="photos to scan")
+    s.add_argument("bundle", help="file made by `skintl bundle` (first)")
+    # "*", not "+": a missing photo or bundle gets skintl's own message, which says which
+    s.add_argument("images", nargs="*", help="photos to scan")
     s.add_argument(
         "--doctor-mask",
         nargs="+",

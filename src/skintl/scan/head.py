@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 from scipy.special import softmax
 
-#: classifiers a bundle can hold (others have no array form, or no sensible scan-time cost)
-SCAN_CLASSIFIERS: tuple[str, ...] = ("logreg", "mlp", "svm_linear")
+from skintl.names import SCAN_CLASSIFIERS
 
 
 class HeadError(ValueError):

@@ -13,9 +13,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from skintl.data.orientation import oriented
+from skintl.names import DEFAULT_MAX_PIXELS
 
-#: Pillow's own default guard (about 89 megapixels); ``skintl scan --max-pixels`` changes it
-DEFAULT_MAX_PIXELS = 89_478_485
+__all__ = ["DEFAULT_MAX_PIXELS", "ScanError", "read_doctor_mask", "read_photo", "resize"]
 
 
 class ScanError(ValueError):

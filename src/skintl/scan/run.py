@@ -4,6 +4,10 @@ Per photo ``<stem>``: ``<stem>_overlay.png`` (outlines in the original colours, 
 ``<stem>_heatmap.png`` (probability of the target class), ``<stem>_prob_<class>.png`` (8-bit
 probability at the photo's own resolution, 0 off the skin), ``<stem>_regions.geojson`` and a
 row of ``scan_metrics.csv``. ``index.html`` shows every overlay.
+
+Every photo and doctor's mask is checked to exist before anything is written; a photo that
+cannot be decoded is listed (column ``error``, and on the page) while the others are scanned.
+A photo with almost no skin (a chart, a slide) is flagged (``no_skin``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ from skintl.scan.skin import skin_mask
 from skintl.scan.windows import Windows, grid_windows, paint, paint_cells, superpixel_windows
 
 log = logging.getLogger(__name__)
+
+#: below this share of skin (% of the photo) a scan is flagged: the skin rule found almost
+#: nothing to classify (a chart, a slide, a photo that is not of skin)
+NO_SKIN_PCT = 1.0
 
 
 @dataclass
@@ -173,7 +181,11 @@ def scan_photo(
     row = {"photo": str(path), "patient_id": patient, "mode": opts.mode, "scale": s,
            "target_class": opts.target, "threshold": thresholds[opts.target],
            "leak_warning": leak or "", "skin_pct": 100.0 * skin.mean(),
+           "no_skin": bool(100.0 * skin.mean() < NO_SKIN_PCT),
            **photo_metrics(pred, doctor, skin, size, 1.0 / s**2, opts.region_iou)}  # fmt: skip
+    if row["no_skin"]:
+        log.warning("%s: skin in %.2f%% of the photo; nothing much was scanned (is it a photo "
+                    "of skin?)", path, row["skin_pct"])  # fmt: skip
     stem = out_dir / path.stem
     m = match_regions(pred, doctor, opts.region_iou) if doctor is not None else None
     floods = {c: flood_regions(r, skin) for c, r in regions.items()}
@@ -201,47 +213,92 @@ def scan_photos(
     opts: ScanOptions,
     masks: list[Path] | None = None,
 ) -> pd.DataFrame:
-    """Scan every photo; writes ``scan_metrics.csv`` and ``index.html`` in ``out_dir``."""
-    from tqdm import tqdm
+    """Scan every photo; writes ``scan_metrics.csv`` and ``index.html`` in ``out_dir``.
 
-    if masks and len(masks) != len(photos):
-        raise ScanError(f"{len(masks)} --doctor-mask files for {len(photos)} photos: give one "
-                        "mask per photo, in the same order")  # fmt: skip
-    stems = [p.stem for p in photos]
-    if len(set(stems)) != len(stems):
-        raise ScanError("two photos share a file name; their outputs would overwrite each other")
+    Raises:
+        ScanError: before anything is written, for missing photos or masks (all named) and
+            options that cannot work; a photo that fails later gets a row with its ``error``.
+    """
+    from skintl.progress import progress
+
+    check_inputs(bundle, photos, opts, masks)
     opts = replace(opts, mode=bundle.scan_mode(opts.mode))
     out_dir.mkdir(parents=True, exist_ok=True)
     pids = opts.patient_ids or [None] * len(photos)
-    rows = []
-    for i, path in enumerate(tqdm(photos, desc=f"scan ({opts.mode})", unit="photo")):
-        rows.append(scan_photo(bundle, path, out_dir, opts, masks[i] if masks else None, pids[i]))
+    rows: list[dict[str, Any]] = []
+    for i, path in enumerate(progress(photos, f"scan ({opts.mode})", "photo")):
+        try:
+            rows.append(
+                scan_photo(bundle, path, out_dir, opts, masks[i] if masks else None, pids[i])
+            )
+        except ScanError as e:  # an undecodable photo or mask: the others are still scanned
+            log.error("%s", e)
+            rows.append({"photo": str(path), "patient_id": pids[i], "error": str(e)})
+    errors = [r["error"] for r in rows if "error" in r]
+    if len(errors) == len(photos):  # nothing scanned: an error, not a page of failures
+        more = f" (and {len(errors) - 1} more photos failed)" if len(errors) > 1 else ""
+        raise ScanError(errors[0] + more)
     table = pd.DataFrame(rows)
+    if "error" not in table:
+        table["error"] = ""
+    table["error"] = table["error"].fillna("")
     write_text(table.to_csv(index=False), out_dir / "scan_metrics.csv")
     write_text(scan_html(table, bundle), out_dir / "index.html")
     return table
 
 
+def check_inputs(
+    bundle: Bundle, photos: list[Path], opts: ScanOptions, masks: list[Path] | None
+) -> None:
+    """Everything a batch scan can check before it writes: files exist, one mask per photo,
+    distinct file names, a target class of the bundle."""
+    if not photos:
+        raise ScanError("no photos to scan")
+    if masks and len(masks) != len(photos):
+        raise ScanError(f"{len(masks)} --doctor-mask files for {len(photos)} photos: give one "
+                        "mask per photo, in the same order")  # fmt: skip
+    missing = [str(p) for p in [*photos, *(masks or [])] if not Path(p).is_file()]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise ScanError(f"{len(missing)} file(s) not found, nothing scanned: "
+                        f"{', '.join(missing[:5])}{more}")  # fmt: skip
+    stems = [p.stem for p in photos]
+    if len(set(stems)) != len(stems):
+        raise ScanError("two photos share a file name; their outputs would overwrite each other")
+    if opts.target not in bundle.head.classes:
+        raise ScanError(f"--target-class {opts.target!r} is not a class of the bundle "
+                        f"{bundle.head.classes}")  # fmt: skip
+    bundle.scan_mode(opts.mode)  # a mode the bundle was not trained for
+
+
 def scan_html(table: pd.DataFrame, bundle: Bundle) -> str:
     """A page of every overlay and heat-map with its metrics (the report's style), best Dice
     first (photos without a doctor's mask last); each section names its target class."""
-    from jinja2 import Environment, PackageLoader, select_autoescape
+    from jinja2 import Environment, PackageLoader
 
-    env = Environment(loader=PackageLoader("skintl", "report/templates"),
-                      autoescape=select_autoescape())  # fmt: skip
+    # file names, ids and labels come from outside: always escaped (the template is .html.j2,
+    # which select_autoescape's default extensions miss)
+    env = Environment(loader=PackageLoader("skintl", "report/templates"), autoescape=True)
     cols = [c for c in ("dice", "iou", "region_sensitivity", "region_sensitivity_any",
                         "region_specificity", "pred_regions", "doctor_regions", "pred_floods",
                         "pred_burden_pct", "doctor_burden_pct",
                         "doctor_off_skin_pct") if c in table]  # fmt: skip
+    failed = table[table["error"] != ""] if "error" in table else table.iloc[:0]
+    table = table.drop(failed.index)
     if "dice" in table:
         table = table.sort_values("dice", ascending=False, na_position="last", kind="stable")
     items = [
         {"stem": Path(r["photo"]).stem, "name": Path(r["photo"]).name, "leak": r["leak_warning"],
          "target": r["target_class"], "flood": bool(r.get("pred_floods", 0)),
+         "no_skin": bool(r.get("no_skin", False)), "skin_pct": f"{r['skin_pct']:.2f}",
+         "patient": None if pd.isna(r.get("patient_id")) else r["patient_id"],
          "metrics": {c: (f"{r[c]:.3f}" if isinstance(r[c], float) else r[c]) for c in cols}}
         for _, r in table.iterrows()
     ]  # fmt: skip
+    errors = [{"name": Path(r["photo"]).name, "error": r["error"]} for _, r in failed.iterrows()]
     m = bundle.meta
     title = f"Scans: {m.get('arch')} {m.get('layer')} {m.get('classifier')} ({m.get('study')})"
     iou = table["region_iou_threshold"].iloc[0] if "region_iou_threshold" in table else None
-    return env.get_template("scan.html.j2").render(title=title, items=items, meta=m, iou=iou)
+    return env.get_template("scan.html.j2").render(
+        title=title, items=items, meta=m, iou=iou, errors=errors, no_skin_pct=NO_SKIN_PCT
+    )

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+from skintl.device import exact_fp32
 from skintl.features.dense import (
     cell_features,
     geometry,
@@ -22,7 +23,7 @@ from skintl.features.dense import (
     iter_window_features,
     tap_geometries,
 )
-from skintl.features.extract import exact_fp32, to_input
+from skintl.features.extract import to_input
 from skintl.scan.bundle import Bundle
 from skintl.scan.windows import Windows
 
@@ -58,7 +59,7 @@ def window_probabilities(
     Args:
         padded: (H + 2 pad, W + 2 pad, 3) uint8 photo, reflect-padded by ``win.pad``.
     """
-    from skintl.features.extract import resolve_device
+    from skintl.device import resolve_device
 
     bundle.scan_mode(mode)  # a mode the bundle's classifier was not trained for is refused
     dev = resolve_device(device)
@@ -106,7 +107,7 @@ def cell_probabilities(
     """(H, W, 3) photo -> (h, w, K) class probabilities of every cell of a cell head's grid
     (h = ceil(H / cell stride)), through the feature path of its training cells
     (:func:`~skintl.features.dense.cell_features`)."""
-    from skintl.features.extract import resolve_device
+    from skintl.device import resolve_device
 
     bundle.scan_mode("cells")  # a bundle without a cell head is refused
     dev = resolve_device(device)

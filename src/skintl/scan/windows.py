@@ -17,15 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: window placements of ``skintl scan --mode``; ``cells`` classifies every cell of the layer's
-#: map with a cell head (:mod:`skintl.scan.cells`) instead of windows
-MODES = ("exact", "superpixel", "dense", "cells")
-#: the feature mode a bundle's classifier must have been trained on to scan in each mode:
-#: exact and superpixel windows are isolated patches, dense windows are pooled from the map,
-#: cells are the map's own cells
-FEATURE_MODE = {"exact": "patch", "superpixel": "patch", "dense": "dense", "cells": "cells"}
-#: the mode a bundle scans in when none is asked for, by its feature mode
-DEFAULT_MODE = {"patch": "exact", "dense": "dense", "cells": "cells"}
+# the scan modes' names live in skintl.names, which a config reads without numpy or torch
+from skintl.names import DEFAULT_MODE as DEFAULT_MODE
+from skintl.names import FEATURE_MODE as FEATURE_MODE
+from skintl.names import SCAN_MODES
+
+MODES = SCAN_MODES
 
 
 @dataclass
