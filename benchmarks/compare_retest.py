@@ -77,18 +77,54 @@ def registration_quality(pairs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def fold_bundles(run: Path) -> tuple[Path, dict[str, Path]]:
-    """(scan/bundle.pt, patient -> the bundle of the fold that held the patient out)."""
+def fold_bundles(run: Path, patients: list[str], out: Path) -> tuple[Path, dict[str, Path]]:
+    """(scan/bundle.pt, patient -> the bundle of the outer fold that held the patient out).
+
+    A fold the scan stage made no bundle for (none of its photos was scanned) gets one in
+    ``out/bundles/``, fitted as the stage fits it, when the run's cached inputs are current (the
+    run is only read); otherwise its patients fall back to scan/bundle.pt."""
     from skintl.scan.bundle import load_bundle
 
     full = run / "scan" / "bundle.pt"
-    meta = load_bundle(full).meta
-    enc = meta["encoder"]["name"] if isinstance(meta.get("encoder"), dict) else meta.get("encoder")
-    folder = run / "scan" / "bundles" / (f"{enc}-cells" if meta.get("head") == "cells" else enc)
+    head = load_bundle(full).meta.get("head", "patch")
     folds = pd.read_parquet(run / "evaluation" / "folds.parquet")
     fold_of = folds.groupby(folds["patient_id"].astype(str))["fold"].first()
-    by_patient = {pid: folder / f"fold{k}.pt" for pid, k in fold_of.items()}
-    return full, {p: f for p, f in by_patient.items() if f.is_file()}
+    by_patient = {}
+    for pid in sorted(set(patients) & set(fold_of.index)):
+        k = int(fold_of[pid])
+        train = sorted(set(fold_of.index[fold_of != k]))
+        made = _fold_bundle(run, head, k, train, out / "bundles")
+        if made is not None:
+            by_patient[pid] = made
+    return full, by_patient
+
+
+def _fold_bundle(run: Path, head: str, k: int, train: list[str], folder: Path) -> Path | None:
+    """The run's bundle of fold ``k``, or one made in ``folder`` (None when it cannot be)."""
+    from skintl.config import load_config
+    from skintl.rundir import fingerprint_matches
+    from skintl.scan.cell_export import make_cell_bundle, table_fingerprint
+
+    cfg = load_config(run / "config.yaml")
+    s = cfg.scan
+    assert s is not None
+    enc = s.encoder if head == "cells" else (s.patch_encoder or s.encoder)
+    name = f"{enc}-cells" if head == "cells" else enc
+    path = run / "scan" / "bundles" / name / f"fold{k}.pt"
+    if path.is_file():
+        return path
+    mine = folder / f"{name}-fold{k}.pt"
+    if mine.is_file():
+        return mine
+    if head != "cells":
+        return None
+    cells = run / "scan" / "cells" / enc / f"{s.layer}.json"
+    if not fingerprint_matches(cells, table_fingerprint(cfg, run, enc, s.layer)):
+        return None  # its cell table would be recomputed into the run: not ours to write
+    folder.mkdir(parents=True, exist_ok=True)
+    make_cell_bundle(run, enc, s.layer, s.classifier, mine, train, s.cells.threshold,
+                     s.cells.inner_folds, s.cells.max_per_photo)  # fmt: skip
+    return mine
 
 
 def burdens(pairs: pd.DataFrame, target: str | Path, out: Path) -> pd.DataFrame:
@@ -99,7 +135,8 @@ def burdens(pairs: pd.DataFrame, target: str | Path, out: Path) -> pd.DataFrame:
     from skintl.scan.visits import Visit, compare_visits
 
     target = Path(target)
-    full, per_patient = (target, {}) if target.is_file() else fold_bundles(target)
+    pids = sorted(pairs["patient_id"].astype(str).unique())
+    full, per_patient = (target, {}) if target.is_file() else fold_bundles(target, pids, out)
     rows = []
     for _, p in pairs.iterrows():
         path = per_patient.get(str(p["patient_id"]), full)
@@ -167,22 +204,16 @@ def main() -> None:
     if "leak" in done and done["leak"].any():
         print(f"\n{int(done['leak'].sum())} pairs scanned by scan/bundle.pt (their fold had no "
               "bundle): not an honest evaluation")  # fmt: skip
-    cols = [
-        "patient_id",
-        "lesion_id",
-        "target_class",
-        "pred_burden_before_pct",
-        "pred_burden_after_pct",
-        "doctor_burden_before_pct",
-        "doctor_burden_after_pct",
-    ]
+    cols = ["patient_id", "lesion_id", "target_class", "bundle", "pred_burden_before_pct",
+            "pred_burden_after_pct", "doctor_burden_before_pct", "doctor_burden_after_pct",
+            "doctor_dice_registered"]  # fmt: skip
     print(done[cols].to_string(index=False, float_format="%.2f"))
-    table = pd.DataFrame(
-        [
-            {"burden": name, **agreement(done, prefix, args.n_boot)}
-            for prefix, name in (("pred", "predicted"), ("doctor", "doctors' masks"))
-        ]
-    )
+    # pairs whose two doctors' masks meet on the shared skin: the same lesion in both photos
+    same = done[done["doctor_dice_registered"] > 0]
+    table = pd.DataFrame([{"pairs": which, "burden": name, **agreement(t, prefix, args.n_boot)}
+                          for which, t in (("registered", done), ("masks meet", same))
+                          for prefix, name in (("pred", "predicted"),
+                                               ("doctor", "doctors'"))])  # fmt: skip
     print("\ntest-retest agreement of the burden (% of shared skin, after minus before):")
     print(table.to_string(index=False, float_format="%.2f"))
     print(f"\nper-pair outputs in {out}")

@@ -126,3 +126,22 @@ def test_synthetic_burden_change_is_recovered_through_registration() -> None:
     ch = change_regions(m1 == LABEL_AK, after, inside)
     n_in = ch.counts()
     assert n_in["regions_new"] == 1 and n_in["regions_cleared"] >= 1
+
+
+def test_exif_dates_order_the_visits_when_none_is_given(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from skintl.scan.visits import with_exif_dates
+
+    paths = []
+    for name, taken in (("a.jpg", "2024:05:01 10:00:00"), ("b.jpg", "2024:03:01 09:00:00")):
+        exif = Image.Exif()
+        exif[306] = taken  # DateTime
+        Image.new("RGB", (8, 8)).save(tmp_path / name, exif=exif)
+        paths.append(tmp_path / name)
+    visits = with_exif_dates([Visit(p) for p in paths])
+    assert [v.visit for v in visits] == ["2024:05:01 10:00:00", "2024:03:01 09:00:00"]
+    with pytest.raises(ScanError, match=r"b\.jpg: visit 2024:03:01 09:00:00 does not come after"):
+        check_visits(visits)
+    given = with_exif_dates([Visit(paths[0], visit="1"), Visit(paths[1], visit="2")])
+    assert [v.visit for v in given] == ["1", "2"]  # labels given: EXIF dates are not read
