@@ -127,7 +127,9 @@ def _fold_bundle(run: Path, head: str, k: int, train: list[str], folder: Path) -
     return mine
 
 
-def burdens(pairs: pd.DataFrame, target: str | Path, out: Path) -> pd.DataFrame:
+def burdens(
+    pairs: pd.DataFrame, target: str | Path, out: Path, match_scale: bool = True
+) -> pd.DataFrame:
     """Compare every pair with its bundle; one row per pair (refused pairs: a reason)."""
     from skintl.scan.bundle import load_bundle
     from skintl.scan.image import ScanError
@@ -147,7 +149,8 @@ def burdens(pairs: pd.DataFrame, target: str | Path, out: Path) -> pd.DataFrame:
         base = {"patient_id": p["patient_id"], "lesion_id": p["lesion_id"],
                 "bundle": path.name, "leak": path == full and not target.is_file()}  # fmt: skip
         try:
-            t = compare_visits(bundle, visits, out / f"{p['patient_id']}_{p['lesion_id']}", opts)
+            where = out / f"{p['patient_id']}_{p['lesion_id']}"
+            t = compare_visits(bundle, visits, where, opts, match_scale=match_scale)
         except ScanError as e:
             rows.append({**base, "why": str(e)})
             continue
@@ -179,6 +182,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(DATA), help="the PAD-UFES-20 masked subset")
     ap.add_argument("--out", help="keep every pair's compare outputs here")
     ap.add_argument("--n-boot", type=int, default=2000)
+    ap.add_argument("--own-scale", action="store_true", help="as `skintl compare --own-scale`")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     pairs = repeat_pairs(Path(args.data))
@@ -199,7 +203,7 @@ def main() -> None:
     if not args.target:
         return
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="compare-retest-"))
-    t = burdens(pairs, args.target, out)
+    t = burdens(pairs, args.target, out, not args.own_scale)
     done = t[t["why"] == ""]
     if "leak" in done and done["leak"].any():
         print(f"\n{int(done['leak'].sum())} pairs scanned by scan/bundle.pt (their fold had no "

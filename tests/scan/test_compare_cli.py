@@ -40,6 +40,8 @@ def test_compare_three_visits(dense_bundle: Path, followup: Path, tmp_path: Path
     assert (table["doctor_burden_relative_change_pct"].between(-85, -60)).all()
     assert (table["doctor_dice_registered"] > table["doctor_dice_unregistered"]).all()
     assert (table["skin_overlap_dice"] > 0.95).all()
+    # later photos are scanned at the first's scale times the zoom: the same skin, the same px
+    assert np.allclose(table["scale_after"], table["scale_before"] * table["zoom"])
     for k in (2, 3):
         for name in ("side_by_side", "change"):
             assert (out / f"P001_visit1_to_P001_visit{k}_{name}.png").is_file()

@@ -34,7 +34,14 @@ from skintl.scan.compare import (
 )
 from skintl.scan.image import ScanError, photo_date, read_photo, resize
 from skintl.scan.register import Registration, RegistrationError, register
-from skintl.scan.run import PhotoMaps, ScanOptions, scan_maps, scan_row, write_scan
+from skintl.scan.run import (
+    PhotoMaps,
+    ScanOptions,
+    scan_maps,
+    scan_row,
+    working_scale,
+    write_scan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,17 +115,29 @@ def compare_visits(
     opts: ScanOptions,
     detector: str = "sift",
     min_overlap: float = MIN_OVERLAP,
+    match_scale: bool = True,
 ) -> pd.DataFrame:
-    """Register, scan and compare the visits (module docstring); returns ``compare.csv``."""
+    """Register, scan and compare the visits (module docstring); returns ``compare.csv``.
+
+    With ``match_scale`` each later photo is scanned at the first one's scale times the
+    registration's zoom, so the bundle sees the same skin at the same pixel size in both (the
+    bundle's own rule, a fixed short side, rescales two photos of one lesion taken from different
+    distances differently); without it every photo is scaled by the bundle's rule (or ``opts``).
+    """
     visits = with_exif_dates(visits)
     check_visits(visits)
     stems = [v.photo.stem for v in visits]
     if len(set(stems)) != len(stems):
         raise ScanError("two photos share a file name; their outputs would overwrite each other")
     opts = replace(opts, mode=bundle.scan_mode(opts.mode))
-    regs = register_series([read_photo(v.photo, opts.max_pixels) for v in visits],
-                           [v.photo for v in visits], detector)  # fmt: skip
-    maps = [scan_maps(bundle, v.photo, opts, v.mask, v.patient_id, v.doctor_mask) for v in visits]
+    photos = [read_photo(v.photo, opts.max_pixels) for v in visits]
+    regs = register_series(photos, [v.photo for v in visits], detector)
+    first = working_scale(bundle, photos[0].shape, opts)
+    del photos
+    each = [opts] + [replace(opts, scale=first * r.zoom, short_side=None) if match_scale else opts
+                     for r in regs]  # fmt: skip
+    maps = [scan_maps(bundle, v.photo, o, v.mask, v.patient_id, v.doctor_mask)
+            for v, o in zip(visits, each, strict=True)]  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     scans = []
     for v, m in zip(visits, maps, strict=True):
@@ -134,7 +153,8 @@ def compare_visits(
         rows.append({"before": str(visits[0].photo), "after": str(visits[k].photo),
                      "patient_id": visits[0].patient_id, "visit_before": visits[0].visit,
                      "visit_after": visits[k].visit, "mode": opts.mode,
-                     "target_class": opts.target, **row})  # fmt: skip
+                     "target_class": opts.target, "scale_before": maps[0].scale,
+                     "scale_after": maps[k].scale, **row})  # fmt: skip
     write_text(json.dumps(rows, indent=1, default=_jsonable), out_dir / "compare.json")
     table = pd.DataFrame(rows).drop(columns=["matrix"])
     write_text(table.to_csv(index=False), out_dir / "compare.csv")
