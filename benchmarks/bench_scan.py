@@ -9,7 +9,7 @@ and map.
 
     python benchmarks/bench_scan.py [--sizes 2352x2352 4000x3000] [--arch resnet50]
         [--layer layer2] [--stride 10] [--device cpu] [--exact-windows N]
-        [--photo PATH] [--modes dense exact cells]
+        [--photo PATH] [--modes dense exact cells] [--size 50]
 
 ``--exact-windows N`` times exact mode on N random windows only and extrapolates to all of
 them (the output says so); the default times every window. ``--photo PATH`` scans a real photo
@@ -41,11 +41,13 @@ def synthetic_photo(h: int, w: int, seed: int = 0) -> np.ndarray:
     return resize(small, (h, w))
 
 
-def _bundle(arch: str, layer: str, mode: str) -> Any:
-    """A random bundle whose feature mode scans in ``mode`` (modes follow the bundle)."""
+def _bundle(arch: str, layer: str, mode: str, size: int = 50) -> Any:
+    """A random bundle whose feature mode scans in ``mode`` (modes follow the bundle; a cell
+    head's trunk gives its tap's map by name)."""
     import torch
 
     from skintl.encoders.backbones import build_backbone, layer_info
+    from skintl.encoders.taps import TapMaps
     from skintl.features.dense import truncated_backbone
     from skintl.scan.bundle import Bundle
     from skintl.scan.head import Head
@@ -57,10 +59,12 @@ def _bundle(arch: str, layer: str, mode: str) -> Any:
     head = Head(np.zeros(info.channels), np.ones(info.channels),
                 [rng.normal(0, 0.05, (3, info.channels))], [np.zeros(3)],
                 ["AK", "healthy", "SK"])  # fmt: skip
-    meta = {"layer": layer, "patch_size": 50, "layer_stride": info.stride,
+    meta = {"layer": layer, "patch_size": size, "layer_stride": info.stride,
             "feature_mode": FEATURE_MODE[mode], "input_size": None,
             "photo_short_side": None}  # fmt: skip
-    return Bundle(meta, truncated_backbone(build_backbone(arch), layer), head)
+    net = build_backbone(arch)
+    trunk = TapMaps(net, [layer]) if mode == "cells" else truncated_backbone(net, layer)
+    return Bundle(meta, trunk.eval(), head)
 
 
 def load_photo(shape: tuple[int, int], path: str | None) -> np.ndarray:
@@ -83,14 +87,15 @@ def _one(args: dict[str, Any], queue: Any) -> None:
     from skintl.scan.windows import grid_windows
 
     torch.set_num_threads(args["threads"])
-    bundle = _bundle(args["arch"], args["layer"], args["mode"])
+    bundle = _bundle(args["arch"], args["layer"], args["mode"], args["size"])
+    size = args["size"]
     photo = load_photo(args["shape"], args["photo"])
     opts = ScanOptions(mode=args["mode"], stride=args["stride"], device=args["device"])
     t0 = time.perf_counter()
     n_win = None
     if args["mode"] == "exact" and args["exact_windows"]:
-        skin = skin_mask(photo, 50)
-        win = grid_windows(skin, 50, args["stride"], bundle.stride)
+        skin = skin_mask(photo, size)
+        win = grid_windows(skin, size, args["stride"], bundle.stride)
         n_win = len(win)
         pick = np.random.default_rng(0).choice(n_win, min(n_win, args["exact_windows"]), False)
         win.ys, win.xs = win.ys[pick], win.xs[pick]
@@ -101,7 +106,7 @@ def _one(args: dict[str, Any], queue: Any) -> None:
     else:
         probability_map(bundle, photo, opts)
         wall = time.perf_counter() - t0
-        n_win = len(grid_windows(skin_mask(photo, 50), 50, args["stride"], bundle.stride))
+        n_win = len(grid_windows(skin_mask(photo, size), size, args["stride"], bundle.stride))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB -> MB on Linux
     queue.put({"wall_s": wall, "peak_mb": peak, "windows": n_win})
 
@@ -122,6 +127,7 @@ def main() -> None:
     ap.add_argument("--arch", default="resnet50")
     ap.add_argument("--layer", default="layer2")
     ap.add_argument("--stride", type=int, default=10)
+    ap.add_argument("--size", type=int, default=50, help="window (patch) size in px")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--exact-windows", type=int, default=0)
@@ -131,7 +137,7 @@ def main() -> None:
     )
     a = ap.parse_args()
     source = a.photo or "synthetic photos"
-    print(f"{a.arch} {a.layer}, 50 px windows, stride {a.stride}, device {a.device}, "
+    print(f"{a.arch} {a.layer}, {a.size} px windows, stride {a.stride}, device {a.device}, "
           f"{a.threads} threads, {source}")  # fmt: skip
     print(f"{'photo':>10} {'mode':>6} {'windows':>8} {'wall s':>9} {'peak MB':>8}")
     for size in a.sizes:
@@ -140,7 +146,8 @@ def main() -> None:
         for mode in a.modes:
             args = {"shape": (h, w), "mode": mode, "arch": a.arch, "layer": a.layer,
                     "stride": a.stride, "device": a.device, "threads": a.threads,
-                    "exact_windows": a.exact_windows, "photo": a.photo}  # fmt: skip
+                    "exact_windows": a.exact_windows, "photo": a.photo,
+                    "size": a.size}  # fmt: skip
             res[mode] = r = run(args)
             note = " (extrapolated)" if mode == "exact" and a.exact_windows else ""
             print(f"{size:>10} {mode:>6} {r['windows']:>8} {r['wall_s']:>9.1f} "

@@ -367,6 +367,16 @@ class CellHeadConfig(_Strict):
     #: fit on at most this many labelled cells per photo, a uniform sample that keeps the
     #: natural class frequencies (None: every cell)
     max_per_photo: int | None = Field(None, ge=1)
+    #: taps of the encoder whose maps the head reads, stacked on the grid of the finest one
+    #: (a cell of a coarser tap covers several grid cells); None: [scan.layer]
+    layers: list[str] | None = Field(None, min_length=1)
+    #: how a scan paints pixels from the cells' probabilities: block (each pixel its cell's,
+    #: the grid the thresholds are chosen on) or bilinear between the cell centres
+    paint: Literal["block", "bilinear"] = "block"
+
+    def taps(self, layer: str) -> list[str]:
+        """The head's taps (``layer``, the scan's, when none are given)."""
+        return list(self.layers) if self.layers else [layer]
 
 
 class VisitsConfig(_Strict):
@@ -547,6 +557,15 @@ def _check_scan(sc: ScanConfig, features: FeatureConfig) -> None:
                 f"{names}" + (f", layers of {name}: {features.encoder_layers(enc)}" if enc else "")
             )
     modes = sc.scan_modes(features)
+    if sc.head == "cells" or "cells" in modes:
+        enc = features.encoder(sc.encoder)
+        assert enc is not None
+        missing = [t for t in sc.cells.taps(sc.layer) if t not in features.encoder_layers(enc)]
+        if missing:
+            raise ValueError(
+                f"scan.cells.layers: {missing} are not layers of encoder {sc.encoder!r} "
+                f"({features.encoder_layers(enc)}); add them to its features' layers"
+            )
     if (sc.head == "cells" or "cells" in modes) and sc.classifier not in CELL_CLASSIFIERS:
         raise ValueError(
             f"scan: a cell head fits the natural class frequencies; classifier "

@@ -120,3 +120,41 @@ def test_every_tap_from_one_pass_equals_each_tap_alone(r18: torch.nn.Module) -> 
         trunk = truncated_backbone(r18, layer)
         alone = window_features(trunk, photo, geometry(trunk, strides[layer], 32), ys, xs, None)
         np.testing.assert_allclose(together[layer], alone, rtol=1e-4, atol=1e-4, err_msg=layer)
+
+
+def test_cell_grid_maps_repeat_coarse_cells_on_the_finest_grid() -> None:
+    """A stride-8 map on the stride-4 grid of a 10 x 13 photo (3 x 4 fine cells): each fine
+    cell takes the coarse cell that contains it."""
+    from skintl.features.dense import cell_grid_maps
+
+    fine = torch.arange(12.0).view(1, 3, 4)
+    coarse = torch.tensor([[[10.0, 20.0], [30.0, 40.0]]])  # ceil(10 / 8) x ceil(13 / 8)
+    out = cell_grid_maps({"a": fine, "b": coarse}, {"a": 4, "b": 8}, (10, 13))
+    assert out.shape == (2, 3, 4)
+    assert torch.equal(out[0], fine[0])
+    assert out[1].tolist() == [[10, 10, 20, 20], [10, 10, 20, 20], [30, 30, 40, 40]]
+    with pytest.raises(ValueError, match="not a multiple"):
+        cell_grid_maps({"a": fine, "b": coarse}, {"a": 4, "b": 6}, (10, 13))
+
+
+@pytest.mark.parametrize("tile", [None, 48])
+def test_cell_features_of_two_taps_equal_each_tap_alone(
+    r18: torch.nn.Module, tile: int | None
+) -> None:
+    """Every tap from one pass, stacked on the finest grid, equals each tap's own map (its
+    truncated trunk alone), repeated onto that grid: at the borders and across tiles too."""
+    from skintl.encoders.taps import TapMaps
+    from skintl.features.dense import cell_features, tap_geometries
+
+    info, photo = layer_info("resnet18"), _photo(101, 75, seed=3)
+    taps = TapMaps(r18, ["layer2", "layer1"]).eval()
+    geos = tap_geometries(taps, {t: info[t].stride for t in ("layer1", "layer2")}, 32)
+    got = cell_features(taps, photo, geos, tile)
+    h, w = (int(np.ceil(n / 4)) for n in photo.shape[:2])
+    assert got.shape == (64 + 128, h, w)
+    for tap, channels in (("layer1", slice(0, 64)), ("layer2", slice(64, None))):
+        alone = truncated_backbone(r18, tap)
+        fmap = feature_map(alone, photo, geometry(alone, info[tap].stride, 32))
+        r = info[tap].stride // 4
+        expect = fmap[:, torch.arange(h) // r][:, :, torch.arange(w) // r]
+        torch.testing.assert_close(got[channels], expect, atol=1e-4, rtol=1e-4)

@@ -220,3 +220,72 @@ def test_scan_stage_compares_the_cell_head_with_the_patch_head(
     diffs = pd.read_csv(out / "mode_differences.csv")
     assert set(diffs["mode"]) == {"cells"} and set(diffs["reference"]) == {"dense"}
     assert load_bundle(out / "bundle.pt").mode == "cells"  # scan.head: cells
+
+
+def test_a_cell_head_of_two_taps_scans_its_training_cells(scan_run: Path, tmp_path: Path) -> None:
+    """Several taps on one grid: the bundle records them (finest grid, summed channels), loads
+    strictly, and its scan of a training photo classifies the very cells it was trained on."""
+    from skintl.config import load_config
+    from skintl.data.sources import effective_data_config, lesion_label_map, read_mask, read_rgb
+    from skintl.scan.bundle import load_bundle
+    from skintl.scan.cell_export import cell_table, make_cell_bundle
+    from skintl.scan.scanner import cell_probabilities
+    from skintl.scan.skin import skin_mask
+
+    out = tmp_path / "two.bundle"
+    meta = make_cell_bundle(scan_run, "r18-dense", ["layer2", "layer1"], "logreg", out)
+    assert meta["cell_layers"] == ["layer1", "layer2"] and meta["layer"] == "layer2"
+    bundle = load_bundle(out)
+    assert bundle.cell_strides == {"layer1": 4, "layer2": 8} and bundle.cell_stride == 4
+    assert bundle.head.n_features == 64 + 128
+    cfg = load_config(scan_run / "config.yaml")
+    table = cell_table(cfg, scan_run, "r18-dense", ["layer1", "layer2"])
+    one = cell_table(cfg, scan_run, "r18-dense", "layer1")
+    np.testing.assert_allclose(table.X[:, :64], one.X, atol=1e-5)  # same grid, same cells
+    m = pd.read_parquet(scan_run / "manifest.parquet").iloc[0]
+    photo = read_rgb(Path(m["image_path"]))
+    got = cell_probabilities(bundle, photo, "cpu", tile=48)
+    data = effective_data_config(cfg, scan_run)
+    lab = lesion_label_map(read_mask(Path(m["annotation"])), data, m["labels"], cfg.classes)
+    cy, cx = np.nonzero(cell_grid(lab, skin_mask(photo, cfg.patches.size), 4, cfg.classes).domain)
+    expect = bundle.head.predict_proba(table.X[table.photo == 0])  # raster order of the domain
+    np.testing.assert_allclose(got[cy, cx], expect, atol=1e-5)
+
+
+def test_a_cell_bundle_whose_taps_disagree_with_its_arch_is_refused(
+    cell_bundle: Path, tmp_path: Path
+) -> None:
+    import json
+
+    import torch
+
+    from skintl.scan.bundle import BundleError, load_bundle
+
+    obj = torch.load(cell_bundle, map_location="cpu", weights_only=True)
+    meta = json.loads(obj["meta"])
+    meta["cell_layers"], meta["cell_strides"] = ["layer2", "layer1"], [8, 4]  # wrong order
+    bad = tmp_path / "bad.bundle"
+    torch.save({"meta": json.dumps(meta), "tensors": obj["tensors"]}, bad)
+    with pytest.raises(BundleError, match="cell taps"):
+        load_bundle(bad)
+
+
+def test_cells_are_painted_between_their_centres_or_as_blocks() -> None:
+    """Bilinear painting keeps each cell's value at its centre and interpolates between
+    centres; block painting gives every pixel its cell's value; off the skin is NaN."""
+    from skintl.scan.windows import paint_cells
+
+    cells = np.array([[[0.0], [1.0]], [[1.0], [1.0]]], np.float32)  # (2, 2, 1), 4 px cells
+    skin = np.ones((7, 8), bool)  # the last cell row 3 px high
+    skin[0, 0] = False
+    block = paint_cells(cells, 4, skin, "block")
+    smooth = paint_cells(cells, 4, skin, "bilinear")
+    assert block.shape == smooth.shape == (7, 8, 1)
+    assert np.isnan(block[0, 0, 0]) and np.isnan(smooth[0, 0, 0])
+    assert block[1:4, 0:4, 0].max() == 0 and block[0, 4:, 0].min() == 1
+    # row 1 lies on the top cells' centre row (y = 1.5 px): from cell 0's value (0) at its
+    # centre x = 1.5 to cell 1's (1) at x = 5.5, linearly: pixel x sits at x + 0.5
+    np.testing.assert_allclose(smooth[1, 1:7, 0], [0, 0.125, 0.375, 0.625, 0.875, 1], atol=1e-6)
+    assert smooth[6, 7, 0] == 1 and 0 < smooth[3, 3, 0] < 1
+    with pytest.raises(ValueError, match="block, bilinear"):
+        paint_cells(cells, 4, skin, "nearest")

@@ -53,7 +53,7 @@ def inference_trunk(trunk: nn.Module, device: str | torch.device = "cpu") -> nn.
     return net.to(device).to(memory_format=torch.channels_last)
 
 
-def receptive_field(trunk: nn.Sequential) -> int:
+def receptive_field(trunk: nn.Module) -> int:
     """Receptive field (input px) of the last output of ``trunk`` along its longest path.
 
     The residual branches (3x3 convolutions) dominate the shortcuts, so walking every
@@ -109,9 +109,18 @@ def grid_multiple(stride: int) -> int:
     return max(32, stride)
 
 
-def geometry(trunk: nn.Sequential, stride: int, size: int) -> DenseGeometry:
+def geometry(trunk: nn.Module, stride: int, size: int) -> DenseGeometry:
     radius = receptive_field(trunk) // 2 + stride
     return DenseGeometry(stride, size, math.ceil(radius / stride) * stride)
+
+
+def tap_geometries(
+    trunk: nn.Module, strides: dict[str, int], size: int
+) -> dict[str, DenseGeometry]:
+    """The geometry of every tap of a :class:`~skintl.encoders.taps.TapMaps` trunk: each tap's
+    stride, and the halo of the deepest (the trunk's receptive field), which is exact for every
+    shallower tap too."""
+    return {tap: geometry(trunk, s, size) for tap, s in strides.items()}
 
 
 def extend(photo: np.ndarray, geo: DenseGeometry) -> np.ndarray:
@@ -171,6 +180,46 @@ def _tiles(
 
 
 @torch.inference_mode()
+def tap_maps(
+    trunk: nn.Module,
+    photo: np.ndarray,
+    geos: dict[str, DenseGeometry],
+    tile: int | None = None,
+    device: str | torch.device = "cpu",
+) -> Maps:
+    """Every tap's map of a whole photo's cells from one pass: ``{tap: (C, ceil(H / s),
+    ceil(W / s))}``, cell ``(i, j)`` of a tap of stride ``s`` covering the photo's pixels from
+    ``(i s, j s)``, computed on :func:`extend` of the photo.
+
+    Args:
+        trunk: :class:`~skintl.encoders.taps.TapMaps` of ``geos``' taps, or a one-tap
+            :func:`truncated_backbone` with ``geos`` keyed ``""``; photo: (H, W, 3) uint8.
+        tile: core size in px (rounded up to a multiple of the deepest stride); None: one pass.
+    """
+    (pad,) = {g.pad for g in geos.values()}
+    big = extend(photo, next(iter(geos.values())))
+    dev = torch.device(device)
+
+    def crop(tap: str, fmap: torch.Tensor) -> torch.Tensor:
+        s = geos[tap].stride
+        h, w = (math.ceil(n / s) for n in photo.shape[:2])
+        return fmap[:, pad // s : pad // s + h, pad // s : pad // s + w]
+
+    if tile is None:
+        return {tap: crop(tap, m) for tap, m in _forward(trunk, big, dev).items()}
+    full: Maps = {}
+    for tl in _tiles(trunk, big, geos, tile, 0, dev):
+        for tap, fmap in tl.maps.items():
+            s = geos[tap].stride
+            if tap not in full:
+                full[tap] = torch.empty((fmap.shape[0], *(n // s for n in big.shape[:2])))
+            cy, cx, n = tl.y0 // s, tl.x0 // s, tl.t // s
+            oy, ox = cy - tl.iy0 // s, cx - tl.ix0 // s
+            core = fmap[:, oy : oy + n, ox : ox + n]
+            full[tap][:, cy : cy + core.shape[1], cx : cx + core.shape[2]] = core
+    return {tap: crop(tap, m) for tap, m in full.items()}
+
+
 def feature_map(
     trunk: nn.Module,
     photo: np.ndarray,
@@ -178,30 +227,41 @@ def feature_map(
     tile: int | None = None,
     device: str | torch.device = "cpu",
 ) -> torch.Tensor:
-    """The layer's map of a whole photo's cells: (C, ceil(H / s), ceil(W / s)), cell ``(i, j)``
-    covering the photo's pixels from ``(i s, j s)``, computed on :func:`extend` of the photo.
+    """The layer's map of a whole photo's cells, (C, ceil(H / s), ceil(W / s)): :func:`tap_maps`
+    of a one-tap :func:`truncated_backbone`."""
+    return tap_maps(trunk, photo, {"": geo}, tile, device)[""]
 
-    Args:
-        trunk: :func:`truncated_backbone`; photo: (H, W, 3) uint8.
-        tile: core size in px (rounded up to a multiple of the stride); None: one pass.
-    """
-    s, o = geo.stride, geo.pad // geo.stride
-    h, w = (math.ceil(n / s) for n in photo.shape[:2])
-    big = extend(photo, geo)
-    dev = torch.device(device)
-    if tile is None:
-        return _forward(trunk, big, dev)[""][:, o : o + h, o : o + w]
-    full: torch.Tensor | None = None
-    for tl in _tiles(trunk, big, {"": geo}, tile, 0, dev):
-        fmap = tl.maps[""]
-        if full is None:
-            full = torch.empty((fmap.shape[0], *(n // s for n in big.shape[:2])))
-        cy, cx, n = tl.y0 // s, tl.x0 // s, tl.t // s
-        oy, ox = cy - tl.iy0 // s, cx - tl.ix0 // s
-        core = fmap[:, oy : oy + n, ox : ox + n]
-        full[:, cy : cy + core.shape[1], cx : cx + core.shape[2]] = core
-    assert full is not None
-    return full[:, o : o + h, o : o + w]
+
+def cell_grid_maps(maps: Maps, strides: dict[str, int], shape: tuple[int, int]) -> torch.Tensor:
+    """Taps' maps stacked on the grid of the finest stride ``g``: (sum C, ceil(H / g),
+    ceil(W / g)) for an (H, W) photo. A cell of a coarser tap (stride ``r g``) covers ``r x r``
+    grid cells, each of which takes its features (strides of one arch divide each other)."""
+    g = min(strides[t] for t in maps)
+    h, w = (math.ceil(n / g) for n in shape)
+    parts = []
+    for tap, fmap in maps.items():
+        r = strides[tap] // g
+        if r * g != strides[tap]:
+            raise ValueError(f"tap {tap!r}: stride {strides[tap]} is not a multiple of {g}")
+        iy, ix = torch.arange(h) // r, torch.arange(w) // r
+        parts.append(fmap[:, iy][:, :, ix])
+    return torch.cat(parts)
+
+
+def cell_features(
+    trunk: nn.Module,
+    photo: np.ndarray,
+    geos: dict[str, DenseGeometry],
+    tile: int | None = None,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """The one function that computes a photo's cell features, for a cell head's training cells
+    and for its scans: every tap of ``trunk`` (:class:`~skintl.encoders.taps.TapMaps`) from one
+    pass (:func:`tap_maps`), stacked in ``geos`` order on the finest tap's grid
+    (:func:`cell_grid_maps`): (sum C, ceil(H / g), ceil(W / g))."""
+    maps = tap_maps(trunk, photo, geos, tile, device)
+    ordered = {tap: maps[tap] for tap in geos}
+    return cell_grid_maps(ordered, {t: g.stride for t, g in geos.items()}, photo.shape[:2])
 
 
 def _box_sum(x: torch.Tensor, k: int) -> torch.Tensor:

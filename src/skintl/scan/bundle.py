@@ -1,12 +1,12 @@
 """Scan bundles: everything ``skintl scan`` needs from a finished study, in one file.
 
-A bundle holds the encoder truncated after its layer (tensors), the classifier refitted on the
-study's patients (arrays, see :mod:`skintl.scan.head`) and a JSON record: arch, layer, feature
-mode (patch, dense, or cells for a cell head: :mod:`skintl.scan.cells`), patch size, the photo
-scale the patches were cut at (median short side of the training photos), class names,
-training patients and photos (for the leak warning) and the skintl version. It is written with
-``torch.save`` of tensors and strings only and read with ``torch.load(weights_only=True)``, so
-loading never unpickles code.
+A bundle holds the encoder truncated after its layer (tensors; a cell head's deepest tap), the
+classifier refitted on the study's patients (arrays, see :mod:`skintl.scan.head`) and a JSON
+record: arch, layer, feature mode (patch, dense, or cells for a cell head:
+:mod:`skintl.scan.cells`, with its taps), patch size, the photo scale the patches were cut at
+(median short side of the training photos), class names, training patients and photos (for the
+leak warning) and the skintl version. It is written with ``torch.save`` of tensors and strings
+only and read with ``torch.load(weights_only=True)``, so loading never unpickles code.
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ class Bundle:
     file it was read from (None when built in memory)."""
 
     meta: dict[str, Any]
-    trunk: nn.Sequential
+    #: the encoder up to ``layer`` (:func:`~skintl.encoders.taps.truncated_backbone`); for a
+    #: cell head, :class:`~skintl.encoders.taps.TapMaps` of its taps
+    trunk: nn.Module
     head: Head
     path: Path | None = None
 
@@ -56,6 +58,18 @@ class Bundle:
     @property
     def stride(self) -> int:
         return int(self.meta["layer_stride"])
+
+    @property
+    def cell_strides(self) -> dict[str, int]:
+        """A cell head's taps and their strides, in the order of its features' channels."""
+        layers = self.meta.get("cell_layers") or [self.layer]
+        strides = self.meta.get("cell_strides") or [self.stride]
+        return {str(t): int(s) for t, s in zip(layers, strides, strict=True)}
+
+    @property
+    def cell_stride(self) -> int:
+        """px per cell of a cell head's grid (its finest tap's stride)."""
+        return min(self.cell_strides.values())
 
     @property
     def mode(self) -> str:
@@ -129,9 +143,9 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     return meta, obj["tensors"]
 
 
-def _trunk(path: Path, meta: dict[str, Any], sd: dict[str, torch.Tensor]) -> nn.Sequential:
+def _trunk(path: Path, meta: dict[str, Any], sd: dict[str, torch.Tensor]) -> nn.Module:
     from skintl.encoders.backbones import build_backbone, check_arch, layer_info
-    from skintl.encoders.taps import truncated_backbone
+    from skintl.encoders.taps import TapMaps, truncated_backbone
 
     arch, layer = meta.get("arch"), meta.get("layer")
     try:
@@ -151,9 +165,28 @@ def _trunk(path: Path, meta: dict[str, Any], sd: dict[str, torch.Tensor]) -> nn.
             f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}). "
             "The record and the weights disagree: re-export the bundle."
         )
+    if meta.get("feature_mode") == "cells":  # every tap of the cell head from one pass
+        taps = _cell_taps(path, meta, info)
+        tapped = TapMaps(build_backbone(str(arch)), taps)
+        tapped.body.load_state_dict(sd, strict=True)  # the body's keys are the backbone's own
+        return tapped.eval()
     trunk = truncated_backbone(build_backbone(str(arch)), str(layer))
     trunk.load_state_dict(sd, strict=True)
     return trunk.eval()
+
+
+def _cell_taps(path: Path, meta: dict[str, Any], info: dict[str, Any]) -> list[str]:
+    """A cell bundle's taps, checked against its arch: known, in forward order, with the
+    recorded strides, the deepest one its ``layer``."""
+    taps = [str(t) for t in meta.get("cell_layers") or [meta["layer"]]]
+    strides = meta.get("cell_strides") or [meta.get("layer_stride")]
+    ordered = [t for t in info if t in taps]
+    if (ordered != taps or taps[-1] != meta["layer"] or len(strides) != len(taps)
+            or any(info[t].stride != s for t, s in zip(taps, strides, strict=True))):  # fmt: skip
+        raise BundleError(f"{path}: cell taps {taps} (strides {strides}) do not match the "
+                          f"taps of {meta.get('arch')} up to {meta.get('layer')}; re-export "
+                          "the bundle")  # fmt: skip
+    return taps
 
 
 def load_bundle(path: Path | str) -> Bundle:

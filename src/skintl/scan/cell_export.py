@@ -1,8 +1,10 @@
 """Cell-head bundles from a finished study: the cell table of its photos, and the fitted head.
 
 The table (every domain cell of every manifest photo: :mod:`skintl.scan.cells`) is computed
-once per (encoder, layer) and cached as ``scan/cells/<encoder>/<layer>.npz``, with a JSON
-record of what it was computed from written last; each fold's bundle selects its patients' rows.
+once per (encoder, taps) and cached as ``scan/cells/<encoder>/<tap>[+<tap>...].npz``, with a
+JSON record of what it was computed from written last; each fold's bundle selects its patients'
+rows. Several taps of the encoder are stacked on the finest tap's grid
+(:func:`skintl.features.dense.cell_features`).
 """
 
 from __future__ import annotations
@@ -43,8 +45,21 @@ def _encoder(cfg: Any, encoder: str) -> Any:
     return enc
 
 
-def table_fingerprint(cfg: Any, run_dir: Path, encoder: str, layer: str) -> str:
-    """The fingerprint of what the cell table of ``encoder`` / ``layer`` is computed from."""
+def ordered_taps(arch: str, layers: list[str] | str) -> list[str]:
+    """A cell head's taps in the arch's forward order (the order of their stacked channels);
+    an unknown tap is a :class:`BundleError` naming the valid ones."""
+    from skintl.encoders.backbones import layer_info
+
+    wanted = [layers] if isinstance(layers, str) else list(layers)
+    info = layer_info(arch)
+    unknown = [t for t in wanted if t not in info]
+    if unknown or not wanted:
+        raise BundleError(f"{arch} has no taps {unknown or wanted}; valid: {', '.join(info)}")
+    return [t for t in info if t in wanted]
+
+
+def table_fingerprint(cfg: Any, run_dir: Path, encoder: str, layers: list[str] | str) -> str:
+    """The fingerprint of what the cell table of ``encoder`` / ``layers`` is computed from."""
     from skintl.data.orientation import ORIENTATION_RULE
     from skintl.features.dense import DENSE_RULE
     from skintl.features.stage import weights_id
@@ -53,18 +68,20 @@ def table_fingerprint(cfg: Any, run_dir: Path, encoder: str, layer: str) -> str:
     enc = _encoder(cfg, encoder)
     manifest = json.loads((run_dir / "manifest.json").read_text())["fingerprint"]
     return fingerprint({
-        "manifest": manifest, "arch": enc.arch, "layer": layer, "size": cfg.patches.size,
+        "manifest": manifest, "arch": enc.arch, "layer": "+".join(ordered_taps(enc.arch, layers)),
+        "size": cfg.patches.size,
         "weights": weights_id(current_weights(enc, cfg, run_dir), cfg.seed, enc.arch),
         "classes": cfg.classes, "rules": [CELL_RULE, ORIENTATION_RULE, DENSE_RULE],
     })  # fmt: skip
 
 
-def _compute_table(cfg: Any, run_dir: Path, encoder: str, layer: str) -> CellTable:
+def _compute_table(cfg: Any, run_dir: Path, encoder: str, layers: list[str]) -> CellTable:
     import torch
 
     from skintl.data.sources import effective_data_config, lesion_label_map, read_mask, read_rgb
     from skintl.encoders.backbones import layer_info, load_backbone
-    from skintl.features.dense import feature_map, geometry, inference_trunk, truncated_backbone
+    from skintl.encoders.taps import TapMaps
+    from skintl.features.dense import cell_features, inference_trunk, tap_geometries
     from skintl.features.extract import exact_fp32, resolve_device
     from skintl.pretrain.stage import current_weights
     from skintl.progress import progress
@@ -77,11 +94,12 @@ def _compute_table(cfg: Any, run_dir: Path, encoder: str, layer: str) -> CellTab
         raise BundleError("a cell head needs whole photos with masks; patch folders have none")
     torch.manual_seed(cfg.seed)  # as the features stage: the same random-init encoder
     net, _ = load_backbone(enc.arch, current_weights(enc, cfg, run_dir))
-    cut = truncated_backbone(net, layer)
-    stride, size = layer_info(enc.arch)[layer].stride, cfg.patches.size
-    geo = geometry(cut, stride, size)
+    info, size = layer_info(enc.arch), cfg.patches.size
+    taps = TapMaps(net, layers)
+    geos = tap_geometries(taps, {t: info[t].stride for t in layers}, size)
+    stride = min(g.stride for g in geos.values())  # the grid of the finest tap
     dev = resolve_device(cfg.features.device)
-    trunk = inference_trunk(cut, dev)
+    trunk = inference_trunk(taps, dev)
     manifest = pd.read_parquet(run_dir / "manifest.parquet")
     parts: list[tuple[np.ndarray, ...]] = []
     targets = []
@@ -91,7 +109,7 @@ def _compute_table(cfg: Any, run_dir: Path, encoder: str, layer: str) -> CellTab
             mask = read_mask(Path(row["annotation"]), data.max_image_pixels)
             lab = lesion_label_map(mask, data, row["labels"], cfg.classes)
             grid = cell_grid(lab, skin_mask(photo, size), stride, cfg.classes)
-            fmap = feature_map(trunk, photo, geo, cfg.features.dense_tile, dev).numpy()
+            fmap = cell_features(trunk, photo, geos, cfg.features.dense_tile, dev).numpy()
             X, label, doctor = photo_cells(fmap, grid)
             parts.append((X, label, doctor, np.full(len(label), i)))
             targets.append(target_class(grid.doctor, cfg.classes) or "")
@@ -100,23 +118,26 @@ def _compute_table(cfg: Any, run_dir: Path, encoder: str, layer: str) -> CellTab
     return CellTable(X, label, doctor, photo_idx, patients, np.asarray(targets, dtype=str))
 
 
-def cell_table(cfg: Any, run_dir: Path, encoder: str, layer: str) -> CellTable:
-    """The study's cell table of ``encoder`` / ``layer``, computed once and cached."""
+def cell_table(cfg: Any, run_dir: Path, encoder: str, layers: list[str] | str) -> CellTable:
+    """The study's cell table of ``encoder`` / ``layers`` (one tap or several, stacked on the
+    finest tap's grid), computed once and cached."""
+    layers = ordered_taps(_encoder(cfg, encoder).arch, layers)
+    key = "+".join(layers)
     folder = run_dir / "scan" / "cells" / encoder
-    meta, arrays = folder / f"{layer}.json", folder / f"{layer}.npz"
-    fp = table_fingerprint(cfg, run_dir, encoder, layer)
+    meta, arrays = folder / f"{key}.json", folder / f"{key}.npz"
+    fp = table_fingerprint(cfg, run_dir, encoder, layers)
     if fingerprint_matches(meta, fp) and arrays.is_file():
         with np.load(arrays) as z:
             return CellTable(**{k: z[k] for k in z.files})
     invalidate(meta)
-    table = _compute_table(cfg, run_dir, encoder, layer)
+    table = _compute_table(cfg, run_dir, encoder, layers)
     folder.mkdir(parents=True, exist_ok=True)
     columns: dict[str, Any] = table.arrays()
     with atomic_path(arrays) as tmp, open(tmp, "wb") as f:
         np.savez(f, **columns)
     write_json({"fingerprint": fp, "cells": len(table.label),
                 "labelled": int((table.label >= 0).sum())}, meta)  # fmt: skip
-    log.info("cell table %s/%s: %d cells of %d photos", encoder, layer, len(table.label),
+    log.info("cell table %s/%s: %d cells of %d photos", encoder, key, len(table.label),
              len(table.patients))  # fmt: skip
     return table
 
@@ -142,7 +163,7 @@ def cell_fitter(cfg: Any, classifier: str) -> Callable[[np.ndarray, np.ndarray, 
 def make_cell_bundle(
     run_dir: Path,
     encoder: str,
-    layer: str,
+    layers: list[str] | str,
     classifier: str,
     out: Path,
     only_patients: list[str] | None = None,
@@ -151,13 +172,14 @@ def make_cell_bundle(
     max_per_photo: int | None = None,
     exclude_patients: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Fit a cell head on the cells of every patient of the run (or ``only_patients``, less
-    ``exclude_patients``), choose its thresholds on those patients only (``threshold``: none,
-    dice, burden) and write the bundle to ``out``. Returns its record."""
+    """Fit a cell head on the cells of ``layers`` (one tap, or several stacked on the finest
+    tap's grid) of every patient of the run (or ``only_patients``, less ``exclude_patients``),
+    choose its thresholds on those patients only (``threshold``: none, dice, burden) and write
+    the bundle to ``out``. Returns its record."""
     import torch
 
     from skintl.config import load_config
-    from skintl.encoders.backbones import load_backbone
+    from skintl.encoders.backbones import layer_info, load_backbone
     from skintl.features.dense import truncated_backbone
     from skintl.pretrain.stage import current_weights
     from skintl.scan.export import bundle_meta
@@ -165,7 +187,8 @@ def make_cell_bundle(
     if threshold not in THRESHOLD_OBJECTIVES:
         raise BundleError(f"threshold {threshold!r}; valid: {', '.join(THRESHOLD_OBJECTIVES)}")
     cfg = load_config(run_dir / "config.yaml")
-    table = cell_table(cfg, run_dir, encoder, layer)
+    layers = ordered_taps(_encoder(cfg, encoder).arch, layers)
+    table = cell_table(cfg, run_dir, encoder, layers)
     unknown = sorted(set(map(str, exclude_patients)) - set(table.patients))
     if unknown:
         raise BundleError(f"--exclude-patients {unknown} are not patients of {run_dir}")
@@ -182,8 +205,11 @@ def make_cell_bundle(
     if threshold != "none":
         thresholds = choose_thresholds(table, patients, cfg.classes, fit, threshold,
                                        inner_folds, max_per_photo, cfg.seed)  # fmt: skip
-    meta = bundle_meta(cfg, run_dir, encoder, layer, classifier, patients)
+    meta = bundle_meta(cfg, run_dir, encoder, layers[-1], classifier, patients)
+    info = layer_info(meta["arch"])
     meta |= {"feature_mode": "cells", "head": "cells", "cell_rule": CELL_RULE,
+             "cell_layers": layers, "cell_strides": [info[t].stride for t in layers],
+             "layer_channels": sum(info[t].channels for t in layers),
              "threshold_rule": THRESHOLD_RULE,
              "training_cells": len(rows), "cell_thresholds": thresholds,
              "threshold_objective": threshold, "threshold_inner_folds": inner_folds,
@@ -191,7 +217,8 @@ def make_cell_bundle(
     enc = _encoder(cfg, encoder)
     torch.manual_seed(cfg.seed)  # as the features stage: the same random-init encoder
     net, _ = load_backbone(enc.arch, current_weights(enc, cfg, run_dir))
-    save_bundle(out, meta, truncated_backbone(net, layer), head)
+    save_bundle(out, meta, truncated_backbone(net, layers[-1]), head)  # up to the deepest tap
     log.info("cell bundle %s: %s/%s/%s on %d cells of %d patients, thresholds %s", out,
-             encoder, layer, classifier, len(rows), len(patients), thresholds)  # fmt: skip
+             encoder, "+".join(layers), classifier, len(rows), len(patients),
+             thresholds)  # fmt: skip
     return meta

@@ -13,7 +13,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
     run, out = Path(args.run_dir), Path(args.output)
     if args.head == "cells":
-        meta = make_cell_bundle(run, args.encoder, args.layer, args.classifier, out,
+        meta = make_cell_bundle(run, args.encoder, args.layer.split(","), args.classifier, out,
                                 threshold=args.cell_threshold, inner_folds=args.inner_folds,
                                 max_per_photo=args.max_cells_per_photo,
                                 exclude_patients=args.exclude_patients)  # fmt: skip
@@ -46,7 +46,7 @@ def _options(args: argparse.Namespace, patient_ids: list | None = None) -> Any:
         threshold=args.threshold, min_area=args.min_area, skin=args.skin,
         mask_value=args.doctor_mask_value,
         region_iou=REGION_IOU if args.region_iou is None else args.region_iou,
-        patient_ids=list(patient_ids or []),
+        patient_ids=list(patient_ids or []), cell_paint=args.cell_paint,
     )  # fmt: skip
 
 
@@ -125,7 +125,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("bundle", help="export a scan bundle (encoder + refitted classifier)")
     b.add_argument("run_dir", help="run directory of a finished `skintl study`")
     b.add_argument("--encoder", required=True, help="encoder name from the study config")
-    b.add_argument("--layer", required=True, help="layer whose features the classifier uses")
+    b.add_argument(
+        "--layer",
+        required=True,
+        help="layer whose features the classifier uses "
+        "(--head cells: one or several taps, comma-separated, stacked on the finest "
+        "tap's grid, e.g. blocks.3,blocks.5)",
+    )
     b.add_argument("--classifier", required=True, choices=SCAN_CLASSIFIERS)
     b.add_argument(
         "--exclude-patients",
@@ -243,6 +249,13 @@ def _add_scan_options(s: argparse.ArgumentParser) -> None:
         metavar="T",
         help="a doctor region is detected when the predicted regions touching it reach IoU T "
         "with it (default 0.2; any overlap is reported beside it)",
+    )
+    s.add_argument(
+        "--cell-paint",
+        choices=["block", "bilinear"],
+        default="block",
+        help="cells mode: each pixel its cell's probabilities (block, default: the grid the "
+        "thresholds were chosen on) or interpolated between the cell centres (bilinear)",
     )
     s.add_argument(
         "--skin",

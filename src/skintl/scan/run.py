@@ -35,7 +35,7 @@ from skintl.scan.regions import (
 )
 from skintl.scan.scanner import cell_probabilities, window_probabilities
 from skintl.scan.skin import skin_mask
-from skintl.scan.windows import Windows, grid_windows, paint, superpixel_windows
+from skintl.scan.windows import Windows, grid_windows, paint, paint_cells, superpixel_windows
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class ScanOptions:
     skin: str = "rule"  # "rule" (skintl.scan.skin) or "all"
     mask_value: int | None = None  # doctor's masks: only this pixel value (None: nonzero)
     region_iou: float = REGION_IOU  # a doctor region is detected at this IoU with its match
+    cell_paint: str = "block"  # cells mode: "block" (each pixel its cell's) or "bilinear"
     patient_ids: list[str | None] = field(default_factory=list)
 
 
@@ -104,12 +105,9 @@ def probability_map(
     else:
         skin = skin_mask(work, bundle.size)
     mode = bundle.scan_mode(opts.mode)
-    if mode == "cells":  # each pixel takes its feature-map cell's probabilities
+    if mode == "cells":  # each pixel painted from its feature-map cells' probabilities
         cells = cell_probabilities(bundle, work, opts.device, tile=opts.tile)
-        h, w = cells.shape[:2]
-        cy, cx = (np.arange(n) // bundle.stride for n in work.shape[:2])
-        owner = np.where(skin, cy[:, None] * w + cx[None, :], -1)
-        return paint(owner, cells.reshape(h * w, -1)), skin
+        return paint_cells(cells, bundle.cell_stride, skin, opts.cell_paint), skin
     win = place_windows(bundle, work, skin, opts)
     padded = np.pad(work, ((win.pad, win.pad), (win.pad, win.pad), (0, 0)), mode="reflect")
     probs = window_probabilities(bundle, padded, win, mode, opts.device, tile=opts.tile)

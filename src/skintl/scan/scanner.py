@@ -15,7 +15,13 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from skintl.features.dense import feature_map, geometry, inference_trunk, iter_window_features
+from skintl.features.dense import (
+    cell_features,
+    geometry,
+    inference_trunk,
+    iter_window_features,
+    tap_geometries,
+)
 from skintl.features.extract import exact_fp32, to_input
 from skintl.scan.bundle import Bundle
 from skintl.scan.windows import Windows
@@ -97,16 +103,17 @@ def _affine_cells(A: torch.Tensor, c: torch.Tensor) -> Callable[[torch.Tensor], 
 def cell_probabilities(
     bundle: Bundle, photo: np.ndarray, device: str = "cpu", tile: int | None = 512
 ) -> np.ndarray:
-    """(H, W, 3) photo -> (h, w, K) class probabilities of every cell of the layer's map
-    (h = ceil(H / stride)) by a cell head, through the feature path of its training cells."""
+    """(H, W, 3) photo -> (h, w, K) class probabilities of every cell of a cell head's grid
+    (h = ceil(H / cell stride)), through the feature path of its training cells
+    (:func:`~skintl.features.dense.cell_features`)."""
     from skintl.features.extract import resolve_device
 
     bundle.scan_mode("cells")  # a bundle without a cell head is refused
     dev = resolve_device(device)
-    geo = geometry(bundle.trunk, bundle.stride, bundle.size)
+    geos = tap_geometries(bundle.trunk, bundle.cell_strides, bundle.size)
     A, c = (torch.as_tensor(a, dtype=torch.float32) for a in bundle.head.first_layer())
     with exact_fp32(dev):
-        fmap = feature_map(inference_trunk(bundle.trunk, dev), photo, geo, tile, dev)
+        fmap = cell_features(inference_trunk(bundle.trunk, dev), photo, geos, tile, dev)
         z = _affine_cells(A.to(dev), c.to(dev))(fmap)  # (out, h, w): the head's first layer
     out, h, w = z.shape
     probs = bundle.head.proba_from_first(z.reshape(out, h * w).T.double().numpy())

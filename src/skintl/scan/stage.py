@@ -90,15 +90,17 @@ def _bundle(
     rec = (run_dir / "features" / encoder / f"{s.layer}.json").read_text()
     key: dict[str, Any] = {"features": rec, "clf": s.classifier, "patients": only,
                            "evaluation": cfg.evaluation.model_dump(mode="json")}  # fmt: skip
+    taps = s.cells.taps(s.layer)
     if head == "cells":  # what the cell table is computed from, and the head's settings
-        key |= {"head": head, "cells": s.cells.model_dump(mode="json"), "rule": THRESHOLD_RULE,
-                "table": table_fingerprint(cfg, run_dir, encoder, s.layer)}  # fmt: skip
+        cells = s.cells.model_dump(mode="json", exclude={"paint"})  # painting is the scan's
+        key |= {"head": head, "cells": cells, "rule": THRESHOLD_RULE,
+                "table": table_fingerprint(cfg, run_dir, encoder, taps)}  # fmt: skip
     fp = fingerprint(key)
     marker = path.with_suffix(".json")
     if not (path.is_file() and fingerprint_matches(marker, fp)):
         if head == "cells":
             c = s.cells
-            make_cell_bundle(run_dir, encoder, s.layer, s.classifier, path, only, c.threshold,
+            make_cell_bundle(run_dir, encoder, taps, s.classifier, path, only, c.threshold,
                              c.inner_folds, c.max_per_photo)  # fmt: skip
         else:
             make_bundle(run_dir, encoder, s.layer, s.classifier, path, only_patients=only)
@@ -215,7 +217,7 @@ def evaluate_photos(cfg: StudyConfig, run_dir: Path, s: ScanConfig, out: Path) -
             for _, r in group.iterrows():
                 target, doctor = _doctor(cfg, run_dir, r)
                 opts = ScanOptions(mode=mode, stride=s.stride, device=s.device, target=target,
-                                   region_iou=s.region_iou)  # fmt: skip
+                                   region_iou=s.region_iou, cell_paint=s.cells.paint)  # fmt: skip
                 row = scan_photo(bundle, Path(r["photo"]), out / mode, opts,
                                  patient=r["patient_id"], doctor_mask=doctor)  # fmt: skip
                 rows.append({**row, "fold": int(str(k)), "labels": r["labels"]})

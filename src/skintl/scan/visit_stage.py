@@ -88,7 +88,7 @@ def run_visits(cfg: StudyConfig, run_dir: Path, s: ScanConfig, out: Path) -> pd.
                         d[1] if d[0] == target else None)
                   for (_, r), d in zip(g.iterrows(), doctors, strict=True)]  # fmt: skip
         opts = ScanOptions(mode=mode, stride=s.stride, device=s.device, target=target,
-                           region_iou=s.region_iou)  # fmt: skip
+                           region_iou=s.region_iou, cell_paint=s.cells.paint)  # fmt: skip
         try:
             table = compare_visits(bundle, visits, out / "visits" / name, opts, v.detector,
                                    v.min_overlap)  # fmt: skip

@@ -95,3 +95,25 @@ def paint(owner: np.ndarray, values: np.ndarray) -> np.ndarray:
     # owner -1 picks the appended NaN row: one gather, no boolean mask over the photo
     table = np.vstack([values.astype(np.float32), np.full((1, values.shape[1]), np.nan)])
     return np.asarray(table[owner], np.float32)
+
+
+def paint_cells(cells: np.ndarray, stride: int, skin: np.ndarray, how: str = "block") -> np.ndarray:
+    """(h, w, K) cell values of a ``stride`` px grid -> (H, W, K) float32 map of the (H, W)
+    ``skin`` mask's photo, NaN outside the skin. ``block``: each pixel takes its cell's values;
+    ``bilinear``: interpolated between the cell centres (a smooth map whose outlines follow the
+    probabilities rather than the grid; values at the centres unchanged)."""
+    h, w, k = cells.shape
+    if how == "block":
+        cy, cx = (np.arange(n) // stride for n in skin.shape)
+        owner = np.where(skin, cy[:, None] * w + cx[None, :], -1)
+        return paint(owner, cells.reshape(h * w, k))
+    if how != "bilinear":
+        raise ValueError(f"unknown cell painting {how!r}; valid: block, bilinear")
+    import torch
+    import torch.nn.functional as F
+
+    grid = torch.from_numpy(np.ascontiguousarray(cells, np.float32)).permute(2, 0, 1)[None]
+    # align_corners=False puts input cell i's value at pixel (i + 0.5) stride - 0.5: its centre
+    up = F.interpolate(grid, scale_factor=stride, mode="bilinear", align_corners=False)
+    out = up[0, :, : skin.shape[0], : skin.shape[1]].permute(1, 2, 0).numpy()
+    return np.where(skin[..., None], out, np.nan).astype(np.float32)
