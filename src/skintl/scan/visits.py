@@ -3,8 +3,9 @@ registered onto the first (the baseline) and its lesion burden compared with it.
 
 Every photo is scanned as ``skintl scan`` scans it (:func:`skintl.scan.run.scan_maps`: the same
 reader, EXIF rule, scale, modes and thresholds) and its scan files are written as that command
-writes them. Per later visit ``k``: ``<first>_to_<k>_side_by_side.png`` (both overlays in the
-first photo's frame), ``<first>_to_<k>_change.png`` (the change map,
+writes them; later photos are scanned at the first one's scale times the registration's zoom
+(:func:`compare_visits`). Per later visit ``k``: ``<first>_to_<k>_side_by_side.png`` (both overlays
+in the first photo's frame), ``<first>_to_<k>_change.png`` (the change map,
 :mod:`skintl.scan.compare`) and a row of ``compare.csv`` / ``compare.json``. Every pair is
 registered, and refused when it cannot be, before anything is scanned or written.
 """
