@@ -18,6 +18,7 @@ the outer fold that held it out (``scan/bundles/<encoder>[-cells]/fold<k>.pt``, 
 part runs.
 
     python benchmarks/compare_retest.py [RUN_OR_BUNDLE] [--data DIR] [--out DIR] [--n-boot N]
+        [--match-scale]
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def _fold_bundle(run: Path, head: str, k: int, train: list[str], folder: Path) -
 
 
 def burdens(
-    pairs: pd.DataFrame, target: str | Path, out: Path, match_scale: bool = True
+    pairs: pd.DataFrame, target: str | Path, out: Path, match_scale: bool = False
 ) -> pd.DataFrame:
     """Compare every pair with its bundle; one row per pair (refused pairs: a reason)."""
     from skintl.scan.bundle import load_bundle
@@ -182,7 +183,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(DATA), help="the PAD-UFES-20 masked subset")
     ap.add_argument("--out", help="keep every pair's compare outputs here")
     ap.add_argument("--n-boot", type=int, default=2000)
-    ap.add_argument("--own-scale", action="store_true", help="as `skintl compare --own-scale`")
+    ap.add_argument("--match-scale", action="store_true", help="as `skintl compare --match-scale`")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     pairs = repeat_pairs(Path(args.data))
@@ -203,7 +204,7 @@ def main() -> None:
     if not args.target:
         return
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="compare-retest-"))
-    t = burdens(pairs, args.target, out, not args.own_scale)
+    t = burdens(pairs, args.target, out, args.match_scale)
     done = t[t["why"] == ""]
     if "leak" in done and done["leak"].any():
         print(f"\n{int(done['leak'].sum())} pairs scanned by scan/bundle.pt (their fold had no "

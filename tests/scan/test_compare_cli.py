@@ -31,7 +31,8 @@ def test_compare_three_visits(dense_bundle: Path, followup: Path, tmp_path: Path
     out = tmp_path / "cmp"
     rc = main(["compare", str(dense_bundle), *v, "--doctor-mask-before", m[0],
                "--doctor-mask-after", *m[1:], "--doctor-mask-value", "1", "--patient-id", "P001",
-               "--visit", "1", "2", "3", "--skin", "all", "-o", str(out)])  # fmt: skip
+               "--visit", "1", "2", "3", "--skin", "all", "--match-scale",
+               "-o", str(out)])  # fmt: skip
     assert rc == 0
     table = pd.read_csv(out / "compare.csv")
     assert list(table["visit_after"]) == [2, 3] and (table["registration"] == "projective").all()
@@ -40,7 +41,7 @@ def test_compare_three_visits(dense_bundle: Path, followup: Path, tmp_path: Path
     assert (table["doctor_burden_relative_change_pct"].between(-85, -60)).all()
     assert (table["doctor_dice_registered"] > table["doctor_dice_unregistered"]).all()
     assert (table["skin_overlap_dice"] > 0.95).all()
-    # later photos are scanned at the first's scale times the zoom: the same skin, the same px
+    # --match-scale: later photos at the first's scale times the zoom (the same skin, same px)
     assert np.allclose(table["scale_after"], table["scale_before"] * table["zoom"])
     for k in (2, 3):
         for name in ("side_by_side", "change"):

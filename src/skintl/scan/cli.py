@@ -105,7 +105,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     opts = _options(args)
     bundle = load_bundle(args.bundle)
     table = compare_visits(bundle, visits, Path(args.output), opts, args.detector,
-                           args.min_overlap, not args.own_scale)  # fmt: skip
+                           args.min_overlap, args.match_scale)  # fmt: skip
     for _, r in table.iterrows():
         print(f"{Path(r['after']).name} onto {Path(r['before']).name}: {r['registration']} "
               f"({r['inliers']} of {r['matches']} matches, {r['reprojection_error_px']:.2f} px), "
@@ -205,10 +205,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--min-overlap", type=float, default=MIN_OVERLAP,
                    help=f"share of a region the other visit must cover for it to persist "
                    f"(default {MIN_OVERLAP})")  # fmt: skip
-    c.add_argument("--own-scale", action="store_true",
-                   help="scale every photo by the bundle's rule (default: later photos at the "
-                   "first's scale times the registration's zoom, the same skin at the same px "
-                   "size)")  # fmt: skip
+    c.add_argument("--match-scale", action="store_true",
+                   help="scan later photos at the first's scale times the registration's zoom "
+                   "(the same skin at the same px size; default: every photo by the bundle's "
+                   "rule, as `skintl scan`)")  # fmt: skip
     _add_scan_options(c)
     c.add_argument("-o", "--output", required=True, help="output folder")
     c.set_defaults(func=cmd_compare)

@@ -69,7 +69,7 @@ def _grey(photo: np.ndarray, side: int | None = None) -> tuple[np.ndarray, float
     return equalize_adapthist(rgb2gray(resize(photo, shape))), f
 
 
-#: keypoint detectors: SIFT registers 8 of PAD-UFES-20's 15 repeat pairs, ORB 6 (both at 512 px)
+#: keypoint detectors: SIFT registers 7 of PAD-UFES-20's 15 repeat pairs, ORB 6 (both at 512 px)
 DETECTORS = ("sift", "orb")
 
 

@@ -3,8 +3,8 @@ registered onto the first (the baseline) and its lesion burden compared with it.
 
 Every photo is scanned as ``skintl scan`` scans it (:func:`skintl.scan.run.scan_maps`: the same
 reader, EXIF rule, scale, modes and thresholds) and its scan files are written as that command
-writes them; later photos are scanned at the first one's scale times the registration's zoom
-(:func:`compare_visits`). Per later visit ``k``: ``<first>_to_<k>_side_by_side.png`` (both overlays
+writes them (``match_scale``: later photos at the first one's scale times the registration's zoom,
+:func:`compare_visits`). Per later visit ``k``: ``<first>_to_<k>_side_by_side.png`` (both overlays
 in the first photo's frame), ``<first>_to_<k>_change.png`` (the change map,
 :mod:`skintl.scan.compare`) and a row of ``compare.csv`` / ``compare.json``. Every pair is
 registered, and refused when it cannot be, before anything is scanned or written.
@@ -116,14 +116,14 @@ def compare_visits(
     opts: ScanOptions,
     detector: str = "sift",
     min_overlap: float = MIN_OVERLAP,
-    match_scale: bool = True,
+    match_scale: bool = False,
 ) -> pd.DataFrame:
     """Register, scan and compare the visits (module docstring); returns ``compare.csv``.
 
-    With ``match_scale`` each later photo is scanned at the first one's scale times the
-    registration's zoom, so the bundle sees the same skin at the same pixel size in both (the
-    bundle's own rule, a fixed short side, rescales two photos of one lesion taken from different
-    distances differently); without it every photo is scaled by the bundle's rule (or ``opts``).
+    Every photo is scaled by the bundle's rule (or ``opts``); with ``match_scale`` each later
+    photo is scanned at the first one's scale times the registration's zoom instead, the same
+    skin at the same pixel size (on PAD-UFES-20's repeat photos this widened the burden's limits
+    of agreement: the bundle was fitted on photos framed at its short side).
     """
     visits = with_exif_dates(visits)
     check_visits(visits)
