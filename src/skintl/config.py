@@ -392,6 +392,21 @@ class CellHeadConfig(_Strict):
         return list(self.layers) if self.layers else [layer]
 
 
+class VisitsConfig(_Strict):
+    """Change between visits in the scan stage (``skintl.scan.visit_stage``): each patient's
+    photos (per site) in visit order, each later one compared with the first by the bundle of
+    the fold that held the patient out."""
+
+    #: manifest column with each photo's visit: numbers, or dates as YYYY-MM-DD
+    column: str
+    #: manifest column naming the skin site photographed at every visit (e.g. lesion_id); a
+    #: patient's photos of one site form a series; None: all of a patient's photos are one
+    site_column: str | None = None
+    detector: Literal["sift", "orb"] = "sift"
+    #: share of a region the other visit's lesions must cover for it to persist
+    min_overlap: float = Field(0.1, ge=0, lt=1)
+
+
 class ScanConfig(_Strict):
     """Whole-photo scanning (``skintl.scan``): a bundle of every patient, and an honest
     evaluation in which each outer fold's bundle scans that fold's held-out photos."""
@@ -426,6 +441,8 @@ class ScanConfig(_Strict):
     #: a doctor region is detected when the predicted regions touching it reach this IoU with
     #: it (the any-overlap rule is reported beside it)
     region_iou: float = Field(0.2, gt=0, le=1)
+    #: compare each patient's visits (needs scan modes, whose first mode's fold bundles compare)
+    visits: VisitsConfig | None = None
 
     def encoder_for(self, mode: str) -> str:
         """The encoder whose bundles scan in ``mode``: ``encoder`` for dense windows and cells,

@@ -41,6 +41,11 @@ CELL_CLASSIFIERS = ("logreg", "mlp")
 
 #: Pillow's own decompression-bomb guard (about 89 megapixels); ``skintl scan --max-pixels``
 DEFAULT_MAX_PIXELS = 89_478_485
+#: ``skintl compare``'s keypoint detectors: SIFT registers 7 of PAD-UFES-20's 15 repeat pairs,
+#: ORB 6 (both at 512 px)
+DETECTORS = ("sift", "orb")
+#: share of a region's area the other visit's lesions must cover for it to persist
+MIN_OVERLAP = 0.1
 
 _REGISTER = re.compile(r"^@register_model\s*\ndef\s+(\w+)\s*\(", re.MULTILINE)
 

@@ -53,7 +53,8 @@ def test_same_seed_gives_byte_identical_files(tmp_path: Path) -> None:
     generate(tmp_path / "a", 2, 2, 64, seed=7)
     generate(tmp_path / "b", 2, 2, 64, seed=7)
     a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
-    assert len(a) == 2 * 2 * 2 + 1
+    # photos and masks, metadata.csv, and the follow-up: 3 visits x (photo, mask), CSV, truth
+    assert len(a) == 2 * 2 * 2 + 1 + 3 * 2 + 2
     assert a == b
 
 

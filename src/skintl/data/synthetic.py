@@ -13,6 +13,7 @@ Layout written by :func:`generate`::
     out_dir/images/<patient>_<k>.png   (H, W, 3) uint8
     out_dir/masks/<patient>_<k>.png    (H, W) uint8: 0 skin, 1 AK, 2 SK
     out_dir/metadata.csv               one row per image, columns METADATA_COLUMNS
+    out_dir/followup/                  three visits of patient P001 (:mod:`skintl.data.followup`)
 """
 
 from __future__ import annotations
@@ -305,7 +306,8 @@ def generate(
     size: int = 256,
     seed: int = 0,
 ) -> Path:
-    """Write ``n_patients * images_per_patient`` photos, masks and ``metadata.csv``.
+    """Write ``n_patients * images_per_patient`` photos, masks and ``metadata.csv``, and a
+    follow-up of patient P001 (three visits with known changes) in ``followup/``.
 
     Patient ``i`` depends only on ``(seed, i)``, so adding patients keeps the earlier ones.
     ``metadata.csv`` is written last, so its presence marks a complete dataset.
@@ -339,6 +341,10 @@ def generate(
             diagnostic = "+".join(LABEL_NAMES[v] for v in sorted(set(labels)))
             rows.append((f"images/{name}.png", f"masks/{name}.png", patient.patient_id, name,
                          diagnostic, patient.fitzpatrick, patient.age, region))  # fmt: skip
+    from skintl.data.followup import generate_followup
+
+    generate_followup(out / "followup", sample_patient(np.random.default_rng([entropy, 0]), 0),
+                      size, seed)  # fmt: skip
     meta = out / "metadata.csv"
     with atomic_path(meta) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")

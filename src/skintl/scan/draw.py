@@ -37,7 +37,7 @@ def _edge(mask: np.ndarray, width: int) -> np.ndarray:
     return ndimage.binary_dilation(edge, iterations=width - 1) & mask if width > 1 else edge
 
 
-def _legend(width: int, items: tuple[tuple[str, tuple[int, int, int]], ...]) -> np.ndarray:
+def legend(width: int, items: tuple[tuple[str, tuple[int, int, int]], ...]) -> np.ndarray:
     """A white strip with a swatch and a label per item, wrapped onto as many rows as needed."""
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     places, x, row = [], 4, 0
@@ -90,8 +90,8 @@ def overlay(
         out[_edge(pred == i, width)] = FLOOD if flood[i - 1] else colours[i - 1]
     items = LEGEND if doctor_labels is not None else LEGEND[1:2]
     items = (FLOOD_LEGEND, *items) if flood.any() else items
-    legend = _legend(photo.shape[1], items)
-    return np.concatenate([out.round().astype(np.uint8), legend], axis=0)
+    strip = legend(photo.shape[1], items)
+    return np.concatenate([out.round().astype(np.uint8), strip], axis=0)
 
 
 def heatmap(photo: np.ndarray, prob: np.ndarray, label: str, alpha: float = 0.55) -> np.ndarray:
@@ -133,3 +133,36 @@ def colour_bar(width: int, label: str, height: int = 2 * LEGEND_HEIGHT) -> np.nd
         tx = min(max(0, x - int(draw.textlength(text)) // 2), width - int(draw.textlength(text)))
         draw.text((tx, top + 13), text, fill=(0, 0, 0))
     return np.asarray(strip)
+
+
+#: colours of the change map's classes (:data:`skintl.scan.compare.CHANGE_CLASSES`): a lesion at
+#: both visits in the maps' light blue; gone in green (a cleared region dark, the receded edge of
+#: a persisting one pale); appeared in red (a new region dark, the grown edge of one pale)
+CHANGE_COLOURS = {
+    "persisting": TRUE_POSITIVE,
+    "receded": (152, 223, 138),
+    "grown": (250, 128, 114),
+    "cleared": (0, 128, 0),
+    "new": (200, 0, 0),
+}
+NOT_SHARED = ("grey: not skin in both photos", (128, 128, 128))
+
+
+def change_map(
+    photo: np.ndarray, pixels: np.ndarray, shared: np.ndarray, classes: tuple[str, ...],
+    alpha: float = 0.55,
+) -> np.ndarray:  # fmt: skip
+    """(H, W, 3) BEFORE photo, (H, W) change classes (0 none, i + 1 = ``classes[i]``) and the
+    (H, W) shared skin -> (H + legend, W, 3) uint8: classes tinted, the rest of the shared skin
+    as photographed, everything else grey, and a legend of every class."""
+    out = photo.astype(np.float32).copy()
+    grey = out.mean(axis=2, keepdims=True)
+    out[~shared] = 0.35 * out[~shared] + 0.65 * grey[~shared]  # washed out
+    for i, c in enumerate(classes, start=1):
+        hit = pixels == i
+        out[hit] = (1 - alpha) * out[hit] + alpha * np.array(CHANGE_COLOURS[c], np.float32)
+    edge = _edge(shared, 1)
+    out[edge] = NOT_SHARED[1]
+    items = (*((c, CHANGE_COLOURS[c]) for c in classes), NOT_SHARED)
+    strip = legend(photo.shape[1], items)
+    return np.concatenate([np.clip(out, 0, 255).round().astype(np.uint8), strip], axis=0)

@@ -93,3 +93,15 @@ def resize(arr: np.ndarray, shape: tuple[int, int], nearest: bool = False) -> np
     method = Image.Resampling.NEAREST if nearest or is_bool else Image.Resampling.LANCZOS
     out = np.asarray(im.resize((shape[1], shape[0]), method, reducing_gap=None if nearest else 3.0))
     return out > 127 if is_bool else out
+
+
+def photo_date(path: Path) -> str | None:
+    """When the photo was taken, from its EXIF (``YYYY:MM:DD HH:MM:SS``, which sorts as text),
+    or None when it does not say."""
+    try:
+        with Image.open(path) as im:
+            exif = im.getexif()
+    except (FileNotFoundError, UnidentifiedImageError, OSError, SyntaxError):
+        return None
+    taken = exif.get_ifd(0x8769).get(36867) or exif.get(306)  # DateTimeOriginal, DateTime
+    return str(taken).strip() or None if taken else None

@@ -137,21 +137,34 @@ def _up(labels: np.ndarray, f: int) -> np.ndarray:
     return np.repeat(np.repeat(labels, f, axis=0), f, axis=1) if f > 1 else labels
 
 
-def scan_photo(
+@dataclass
+class PhotoMaps:
+    """One photo's maps at the bundle's scale (``scale`` working px per original px).
+
+    Attributes:
+        photo: (H0, W0, 3) uint8 as read; prob: (H, W, K) map, NaN off the skin; skin: (H, W)
+        bool; regions: class -> (H, W) region labels; doctor: (H, W) bool or None.
+    """
+
+    photo: np.ndarray
+    scale: float
+    prob: np.ndarray
+    skin: np.ndarray
+    regions: dict[str, np.ndarray]
+    doctor: np.ndarray | None
+    thresholds: dict[str, float | None]
+    leak: str | None
+
+
+def scan_maps(
     bundle: Bundle,
     path: Path,
-    out_dir: Path,
     opts: ScanOptions,
     mask_path: Path | None = None,
     patient: str | None = None,
     doctor_mask: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """Scan one photo, write its files into ``out_dir`` and return its metrics row.
-
-    The doctor's outline comes from ``mask_path`` (nonzero = lesion) or ``doctor_mask``
-    ((H, W) bool at the photo's resolution). A mode the bundle was not trained for is refused
-    before the photo is read."""
-    opts = replace(opts, mode=bundle.scan_mode(opts.mode))
+) -> PhotoMaps:
+    """Read and scan one photo (its mode already resolved in ``opts``); nothing is written."""
     photo = read_photo(path, opts.max_pixels)
     leak = leak_warning(bundle, path, patient)
     if leak:
@@ -177,19 +190,56 @@ def scan_photo(
     rules = {c: RegionRule(opts.min_area or size * size // 2, opts.radius or max(1, size // 10),
                            t) for c, t in thresholds.items()}  # fmt: skip
     regions = {c: class_regions(prob, classes, c, rule) for c, rule in rules.items()}
-    pred = regions[opts.target]
-    row = {"photo": str(path), "patient_id": patient, "mode": opts.mode, "scale": s,
-           "target_class": opts.target, "threshold": thresholds[opts.target],
-           "leak_warning": leak or "", "skin_pct": 100.0 * skin.mean(),
-           "no_skin": bool(100.0 * skin.mean() < NO_SKIN_PCT),
-           **photo_metrics(pred, doctor, skin, size, 1.0 / s**2, opts.region_iou)}  # fmt: skip
-    if row["no_skin"]:
+    return PhotoMaps(photo, s, prob, skin, regions, doctor, thresholds, leak)
+
+
+def scan_photo(
+    bundle: Bundle,
+    path: Path,
+    out_dir: Path,
+    opts: ScanOptions,
+    mask_path: Path | None = None,
+    patient: str | None = None,
+    doctor_mask: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Scan one photo, write its files into ``out_dir`` and return its metrics row.
+
+    The doctor's outline comes from ``mask_path`` (nonzero = lesion) or ``doctor_mask``
+    ((H, W) bool at the photo's resolution). A mode the bundle was not trained for is refused
+    before the photo is read."""
+    opts = replace(opts, mode=bundle.scan_mode(opts.mode))
+    maps = scan_maps(bundle, path, opts, mask_path, patient, doctor_mask)
+    write_scan(bundle, path, out_dir, opts, maps)
+    return scan_row(bundle, path, opts, maps, patient)
+
+
+def scan_row(
+    bundle: Bundle, path: Path, opts: ScanOptions, maps: PhotoMaps, patient: str | None
+) -> dict[str, Any]:
+    """The photo's row of ``scan_metrics.csv``."""
+    s, pred = maps.scale, maps.regions[opts.target]
+    skin_pct = 100.0 * maps.skin.mean()
+    if skin_pct < NO_SKIN_PCT:
         log.warning("%s: skin in %.2f%% of the photo; nothing much was scanned (is it a photo "
-                    "of skin?)", path, row["skin_pct"])  # fmt: skip
+                    "of skin?)", path, skin_pct)  # fmt: skip
+    return {"photo": str(path), "patient_id": patient, "mode": opts.mode, "scale": s,
+            "target_class": opts.target, "threshold": maps.thresholds[opts.target],
+            "leak_warning": maps.leak or "", "skin_pct": skin_pct,
+            "no_skin": bool(skin_pct < NO_SKIN_PCT),
+            **photo_metrics(pred, maps.doctor, maps.skin, bundle.size, 1.0 / s**2,
+                            opts.region_iou)}  # fmt: skip
+
+
+def write_scan(
+    bundle: Bundle, path: Path, out_dir: Path, opts: ScanOptions, maps: PhotoMaps
+) -> None:
+    """The photo's overlay, heat-map, probability PNGs and GeoJSON in ``out_dir``."""
+    photo, prob, regions, doctor = maps.photo, maps.prob, maps.regions, maps.doctor
+    pred, classes = regions[opts.target], bundle.head.classes
     stem = out_dir / path.stem
     m = match_regions(pred, doctor, opts.region_iou) if doctor is not None else None
-    floods = {c: flood_regions(r, skin) for c, r in regions.items()}
-    disp, f = _display(photo, shape)
+    floods = {c: flood_regions(r, maps.skin) for c, r in regions.items()}
+    disp, f = _display(photo, pred.shape)
     img = overlay(disp, _up(pred, f), m.pred_tp if m else None,
                   _up(m.doctor_labels, f) if m else None, m.doctor_found if m else None,
                   width=max(2, f), pred_flood=floods[opts.target])  # fmt: skip
@@ -201,9 +251,8 @@ def scan_photo(
         p8 = (np.nan_to_num(prob[..., j], nan=0.0) * 255).round().astype(np.uint8)
         _save_png(resize(p8, photo.shape[:2]), Path(f"{stem}_prob_{c}.png"))
     tp = {opts.target: m.pred_tp} if m else None
-    gj = geojson(regions, prob, classes, s, tp, floods)
+    gj = geojson(regions, prob, classes, maps.scale, tp, floods)
     write_text(json.dumps(gj), Path(f"{stem}_regions.geojson"))
-    return row
 
 
 def scan_photos(

@@ -25,12 +25,14 @@ from skintl.config import ScanConfig, StudyConfig
 from skintl.io import write_json, write_text
 from skintl.labels import HEALTHY
 from skintl.rundir import StaleError, fingerprint, fingerprint_matches, invalidate
+from skintl.scan.image import ScanError
 
 log = logging.getLogger(__name__)
 
 
 def photos_to_scan(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
-    """Manifest rows to scan with columns ``photo``, ``mask``, ``patient_id``, ``labels``."""
+    """Manifest rows to scan with columns ``photo``, ``mask``, ``patient_id``, ``labels`` (and
+    ``scan.visits``' columns when the manifest has them)."""
     s = cfg.scan
     assert s is not None
     m = pd.read_parquet(run_dir / "manifest.parquet")
@@ -45,8 +47,14 @@ def photos_to_scan(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
         m = m[keep]
         photo = m[s.image_column].map(lambda p: str(root / str(p)))
         mask = m[s.mask_column].map(lambda p: str(root / str(p))) if s.mask_column else None
+    cols = [c for c in (s.visits.column, s.visits.site_column) if c] if s.visits else []
+    missing = [c for c in cols if c not in m]
+    if missing:
+        raise ScanError(f"scan.visits names columns {missing} the manifest lacks; it has "
+                        f"{list(m.columns)}")  # fmt: skip
+    extra = {c: m[c] for c in cols}
     return pd.DataFrame({"photo": photo, "mask": mask, "patient_id": m["patient_id"].astype(str),
-                         "labels": m["labels"]}).reset_index(drop=True)  # fmt: skip
+                         "labels": m["labels"], **extra}).reset_index(drop=True)  # fmt: skip
 
 
 def _doctor(cfg: StudyConfig, run_dir: Path, row: Any) -> tuple[str, np.ndarray | None]:
@@ -110,11 +118,21 @@ def run_scan(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame | None:
         _bundle(cfg, run_dir, s.encoder, out / "bundle.pt", None, s.head)
         log.info("scan bundle: %s", out / "bundle.pt")
     if not s.scan_modes(cfg.features):
+        if s.visits is not None:
+            raise ScanError("scan.visits compares the fold bundles' scans: give scan.modes")
         return None
+    if s.visits is not None:  # refuse series of two patients or unordered visits up front
+        from skintl.scan.visit_stage import visit_series
+
+        visit_series(photos_to_scan(cfg, run_dir), s.visits.column, s.visits.site_column)
     invalidate(out / "meta.json")
     table = evaluate_photos(cfg, run_dir, s, out)
     write_text(table.to_csv(index=False), out / "photos.csv")
     summary = write_summaries(table, out, s.n_boot, cfg.seed)
+    if s.visits is not None:
+        from skintl.scan.visit_stage import run_visits
+
+        run_visits(cfg, run_dir, s, out)
     inputs = scan_inputs(cfg, run_dir)
     write_json({"fingerprint": fingerprint(inputs), "inputs": inputs}, out / "meta.json")
     return summary
