@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from skintl.names import DETECTORS as DETECTORS  # SIFT or ORB keypoints
+
 #: fewest keypoint matches that must agree with the fit
 MIN_INLIERS = 15
 #: the fit's zoom (after px per before px) must lie in [1 / MAX_ZOOM, MAX_ZOOM]
@@ -67,9 +69,6 @@ def _grey(photo: np.ndarray, side: int | None = None) -> tuple[np.ndarray, float
     f = (side or min(max(long, WORK_MIN), WORK_MAX)) / long
     shape = (max(1, round(photo.shape[0] * f)), max(1, round(photo.shape[1] * f)))
     return equalize_adapthist(rgb2gray(resize(photo, shape))), f
-
-
-from skintl.names import DETECTORS as DETECTORS  # noqa: E402
 
 
 def _keypoints(grey: np.ndarray, detector: str) -> tuple[np.ndarray, np.ndarray]:
