@@ -57,6 +57,13 @@ def run_study(cfg: StudyConfig, run_dir: Path, report: bool = True) -> pd.DataFr
     with rundir.removed_on_failure(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
         run_data(cfg, run_dir)
+    if cfg.scan is not None:  # refuse a scan stage that would fail, before the long work
+        from skintl.data.validate import DataProblems
+        from skintl.scan.stage import scan_input_problems
+
+        problems = scan_input_problems(cfg, pd.read_parquet(run_dir / "manifest.parquet"))
+        if problems:
+            raise DataProblems(problems)
     run_patches(cfg, run_dir)
     _, index = load_patches(run_dir)
     log.info("%s", counts_summary(counts_table(index, cfg.classes), run_dir))

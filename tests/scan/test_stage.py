@@ -96,3 +96,33 @@ def test_report_refuses_whole_photo_results_of_other_scan_settings(
 def test_scan_config_names_known_features(synthetic_root: Path) -> None:
     with pytest.raises(ConfigError, match=r"scan: encoder 'nope' / layer 'layer2' has no features"):
         parse_config(_cfg(synthetic_root, encoder="nope"))
+
+
+def test_scan_inputs_are_checked_before_the_long_work(synthetic_root: Path, tmp_path: Path) -> None:
+    """A scan stage naming a column the manifest lacks, or photos missing on disk, is reported
+    by `skintl check` and refused by the study right after its data stage (no patches cut),
+    instead of failing at the end."""
+    from skintl.config import parse_config
+    from skintl.data.check import check_data
+    from skintl.data.validate import DataProblems
+    from skintl.study import run_study
+    from studyhelpers import tiny_config
+
+    scan = {"encoder": "r18", "layer": "layer2", "modes": [], "export_bundle": False}
+    raw = tiny_config(synthetic_root, scan={**scan, "image_column": "no_such_column",
+                                             "include": {"site": ["arm"]}})  # fmt: skip
+    cfg = parse_config(raw)
+    with pytest.raises(DataProblems) as err:
+        check_data(cfg)
+    assert "scan.image_column 'no_such_column' is not a manifest column" in str(err.value)
+    assert "scan.include key 'site'" in str(err.value)
+    with pytest.raises(DataProblems, match="no_such_column"):
+        run_study(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "patches").exists()
+    # a column that exists, but whose files do not
+    from skintl.scan.stage import scan_input_problems
+
+    manifest = pd.DataFrame({"patient_id": ["P1"], "elsewhere": ["gone.png"]})
+    cfg = parse_config(tiny_config(synthetic_root, scan={**scan, "image_column": "elsewhere"}))
+    (problem,) = scan_input_problems(cfg, manifest)
+    assert problem.endswith("gone.png: file of manifest column 'elsewhere' not found")

@@ -16,10 +16,17 @@ def check_data(cfg: StudyConfig) -> str:
     is removed afterwards.
 
     Raises:
-        DataProblems: every problem found, with their count.
+        DataProblems: every problem found, with their count (the scan stage's manifest columns
+            and photos included).
     """
+    from skintl.data.validate import DataProblems
+    from skintl.scan.stage import scan_input_problems
+
     with tempfile.TemporaryDirectory(prefix="skintl-check-") as tmp:
         manifest = build_manifest(cfg, Path(tmp))
+    problems = scan_input_problems(cfg, manifest)
+    if problems:
+        raise DataProblems(problems)
     what = "patches" if cfg.data.source == "patch_folders" else "photos"
     return (
         f"data OK: {len(manifest)} {what} of {manifest['patient_id'].nunique()} patients "
