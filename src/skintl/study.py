@@ -58,8 +58,8 @@ def run_study(cfg: StudyConfig, run_dir: Path, report: bool = True) -> pd.DataFr
         run_dir.mkdir(parents=True, exist_ok=True)
         run_data(cfg, run_dir)
     if cfg.scan is not None:  # refuse a scan stage that would fail, before the long work
+        from skintl.data.check import scan_input_problems
         from skintl.data.validate import DataProblems
-        from skintl.scan.stage import scan_input_problems
 
         problems = scan_input_problems(cfg, pd.read_parquet(run_dir / "manifest.parquet"))
         if problems:

@@ -120,7 +120,7 @@ def test_scan_inputs_are_checked_before_the_long_work(synthetic_root: Path, tmp_
         run_study(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "patches").exists()
     # a column that exists, but whose files do not
-    from skintl.scan.stage import scan_input_problems
+    from skintl.data.check import scan_input_problems
 
     manifest = pd.DataFrame({"patient_id": ["P1"], "elsewhere": ["gone.png"]})
     cfg = parse_config(tiny_config(synthetic_root, scan={**scan, "image_column": "elsewhere"}))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pandas as pd
+
 from skintl.config import StudyConfig
 from skintl.data.sources import build_manifest
 
@@ -20,7 +22,6 @@ def check_data(cfg: StudyConfig) -> str:
             and photos included).
     """
     from skintl.data.validate import DataProblems
-    from skintl.scan.stage import scan_input_problems
 
     with tempfile.TemporaryDirectory(prefix="skintl-check-") as tmp:
         manifest = build_manifest(cfg, Path(tmp))
@@ -32,3 +33,28 @@ def check_data(cfg: StudyConfig) -> str:
         f"data OK: {len(manifest)} {what} of {manifest['patient_id'].nunique()} patients "
         f"({cfg.data.source})"
     )
+
+
+def scan_input_problems(cfg: StudyConfig, manifest: pd.DataFrame) -> list[str]:
+    """What the scan stage would stumble on, found before any long work: manifest columns that
+    ``scan.include``, ``image_column``, ``mask_column`` or ``scan.visits`` name but the manifest
+    lacks, and photos or masks of those columns missing on disk (paths relative to data.root)."""
+    s = cfg.scan
+    if s is None:
+        return []
+    named = {f"scan.include key {c!r}": c for c in s.include}
+    named |= {f"scan.{k} {c!r}": c for k, c in (("image_column", s.image_column),
+                                                ("mask_column", s.mask_column)) if c}  # fmt: skip
+    if s.visits is not None:
+        named |= {f"scan.visits.{k} {c!r}": c for k, c in (("column", s.visits.column),
+                  ("site_column", s.visits.site_column)) if c}  # fmt: skip
+    problems = [f"{what} is not a manifest column (columns: {', '.join(map(str, manifest))})"
+                for what, c in named.items() if c not in manifest]  # fmt: skip
+    root = cfg.data.root
+    for col in (s.image_column, s.mask_column):
+        if problems or col is None or root is None:
+            continue
+        paths = manifest[col].dropna().astype(str)
+        gone = [p for p in paths[paths != ""] if not (root / p).is_file()]
+        problems += [f"{root / p}: file of manifest column {col!r} not found" for p in gone]
+    return problems

@@ -30,37 +30,14 @@ from skintl.scan.image import ScanError
 log = logging.getLogger(__name__)
 
 
-def scan_input_problems(cfg: StudyConfig, manifest: pd.DataFrame) -> list[str]:
-    """What the scan stage would stumble on, found before any long work: manifest columns that
-    ``scan.include``, ``image_column``, ``mask_column`` or ``scan.visits`` name but the manifest
-    lacks, and photos or masks of those columns missing on disk (paths relative to data.root)."""
-    s = cfg.scan
-    if s is None:
-        return []
-    named = {f"scan.include key {c!r}": c for c in s.include}
-    named |= {f"scan.{k} {c!r}": c for k, c in (("image_column", s.image_column),
-                                                ("mask_column", s.mask_column)) if c}  # fmt: skip
-    if s.visits is not None:
-        named |= {f"scan.visits.{k} {c!r}": c for k, c in (("column", s.visits.column),
-                  ("site_column", s.visits.site_column)) if c}  # fmt: skip
-    problems = [f"{what} is not a manifest column (columns: {', '.join(map(str, manifest))})"
-                for what, c in named.items() if c not in manifest]  # fmt: skip
-    root = cfg.data.root
-    for col in (s.image_column, s.mask_column):
-        if problems or col is None or root is None:
-            continue
-        paths = manifest[col].dropna().astype(str)
-        gone = [p for p in paths[paths != ""] if not (root / p).is_file()]
-        problems += [f"{root / p}: file of manifest column {col!r} not found" for p in gone]
-    return problems
-
-
 def photos_to_scan(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
     """Manifest rows to scan with columns ``photo``, ``mask``, ``patient_id``, ``labels`` (and
     ``scan.visits``' columns when the manifest has them)."""
     s = cfg.scan
     assert s is not None
     m = pd.read_parquet(run_dir / "manifest.parquet")
+    from skintl.data.check import scan_input_problems
+
     problems = scan_input_problems(cfg, m)
     if problems:
         raise ScanError(f"scan stage: {problems[0]}" + (f" (and {len(problems) - 1} more)"
