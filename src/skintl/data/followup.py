@@ -31,15 +31,15 @@ from skintl.data.synthetic import (
     LABEL_AK,
     LABEL_SK,
     Patient,
-    _hair,
-    _paint_ak,
-    _paint_sk,
-    _photograph,
-    _render,
-    _skin,
-    _write_png,
     blob_field,
+    paint_ak,
+    paint_hair,
+    paint_sk,
+    photograph,
     place_lesions,
+    render_layers,
+    skin_layers,
+    write_png,
 )
 from skintl.io import atomic_path, write_text
 
@@ -125,7 +125,7 @@ def make_visits(
         and the same mask before the visit's transform (visit-1 frame).
     """
     rng = np.random.default_rng([seed % 2**64, 7919])
-    base = _skin(rng, size, patient.melanin, patient.blood)
+    base = skin_layers(rng, size, patient.melanin, patient.blood)
     mask1, fields = place_lesions(rng, size, LABELS, 0.22)
     new = _new_lesion(rng, mask1)
     out = []
@@ -134,10 +134,10 @@ def make_visits(
         layers = copy.deepcopy(base)
         mask = np.zeros((size, size), np.uint8)
         for label, rho in _lesions(v, fields, new):
-            (_paint_ak if label == LABEL_AK else _paint_sk)(vrng, layers, rho)
+            (paint_ak if label == LABEL_AK else paint_sk)(vrng, layers, rho)
             mask[rho < 1.0] = label
-        _hair(vrng, layers, int(vrng.integers(0, 4)))
-        photo = _photograph(vrng, _render(layers))
+        paint_hair(vrng, layers, int(vrng.integers(0, 4)))
+        photo = photograph(vrng, render_layers(layers))
         m = transform_matrix(size, v)
         out.append((_warp(photo, m, BACKGROUND), _warp(mask, m, 0), mask))
     return out
@@ -152,8 +152,8 @@ def generate_followup(
     rows, areas = [], {}
     for v, (photo, mask, frame1) in enumerate(visits, start=1):
         name = f"{patient.patient_id}_visit{v}.png"
-        _write_png(out / name, photo)
-        _write_png(out / "masks" / name, mask)
+        write_png(out / name, photo)
+        write_png(out / "masks" / name, mask)
         rows.append((name, f"masks/{name}", patient.patient_id, v))
         areas[v] = int((frame1 == LABEL_AK).sum())
     with atomic_path(out / "visits.csv") as tmp, open(tmp, "w", newline="") as f:

@@ -61,8 +61,8 @@ class Patient:
 
 
 @dataclass
-class _Layers:
-    """(H, W) float32 maps that :func:`_render` turns into colour."""
+class Layers:
+    """(H, W) float32 maps that :func:`render_layers` turns into colour."""
 
     melanin: np.ndarray
     blood: np.ndarray
@@ -161,7 +161,7 @@ def _spots(rng: np.random.Generator, shape: tuple[int, int], n: int, sigma: floa
     return ndimage.gaussian_filter(out, sigma) * (2 * np.pi * sigma**2)
 
 
-def _skin(rng: np.random.Generator, size: int, melanin: float, blood: float) -> _Layers:
+def skin_layers(rng: np.random.Generator, size: int, melanin: float, blood: float) -> Layers:
     """Healthy skin: mottled tone, fine texture, pores, erythema, freckles and small naevi."""
     shape, s = (size, size), size / 256
     mel = melanin * (1 + 0.12 * smooth_noise(rng, shape, 24 * s))
@@ -177,10 +177,10 @@ def _skin(rng: np.random.Generator, size: int, melanin: float, blood: float) -> 
         rho = blob_field(rng, shape, tuple(rng.uniform(0, size, 2)), rng.uniform(2, 6) * s, 0.1)
         mel += rng.uniform(0.8, 2.0) * np.clip((1 - rho) / 0.15, 0, 1)
     z = np.zeros(shape, np.float32)
-    return _Layers(mel.astype(np.float32), hb.astype(np.float32), shade.astype(np.float32), z)
+    return Layers(mel.astype(np.float32), hb.astype(np.float32), shade.astype(np.float32), z)
 
 
-def _paint_ak(rng: np.random.Generator, layers: _Layers, rho: np.ndarray) -> None:
+def paint_ak(rng: np.random.Generator, layers: Layers, rho: np.ndarray) -> None:
     """Red/pink, ill-defined, rough patch with whitish scale flecks."""
     shape, s = rho.shape, rho.shape[0] / 256
     edge = np.clip((1.3 - rho) / 0.6, 0, 1)  # fades over a wide band across the outline
@@ -193,7 +193,7 @@ def _paint_ak(rng: np.random.Generator, layers: _Layers, rho: np.ndarray) -> Non
     layers.shade *= 1 + 0.05 * edge * smooth_noise(rng, shape, 1)
 
 
-def _paint_sk(rng: np.random.Generator, layers: _Layers, rho: np.ndarray) -> None:
+def paint_sk(rng: np.random.Generator, layers: Layers, rho: np.ndarray) -> None:
     """Brown, waxy, sharply bordered plaque with cracks, dark dots and a shadowed rim."""
     shape, s = rho.shape, rho.shape[0] / 256
     inside = np.clip((1 - rho) / 0.06, 0, 1)  # well-defined border
@@ -209,7 +209,7 @@ def _paint_sk(rng: np.random.Generator, layers: _Layers, rho: np.ndarray) -> Non
     layers.scale = np.maximum(layers.scale, sheen)
 
 
-def _hair(rng: np.random.Generator, layers: _Layers, n: int) -> None:
+def paint_hair(rng: np.random.Generator, layers: Layers, n: int) -> None:
     """Darken ``n`` thin curved strands."""
     size = layers.shade.shape[0]
     strands = np.zeros_like(layers.shade)
@@ -222,7 +222,7 @@ def _hair(rng: np.random.Generator, layers: _Layers, n: int) -> None:
     layers.shade *= 1 - ndimage.gaussian_filter(strands, 0.6) * 1.3
 
 
-def _render(layers: _Layers) -> np.ndarray:
+def render_layers(layers: Layers) -> np.ndarray:
     """(H, W, 3) float32 reflectance in [0, 1] from the pigment and texture layers."""
     absorb = layers.melanin[..., None] * _EPS_MEL + layers.blood[..., None] * _EPS_HB
     rgb = _WHITE * np.exp(-absorb) * np.clip(layers.shade, 0.1, None)[..., None]
@@ -230,7 +230,7 @@ def _render(layers: _Layers) -> np.ndarray:
     return rgb * (1 - alpha) + _SCALE_RGB * alpha
 
 
-def _photograph(rng: np.random.Generator, rgb: np.ndarray) -> np.ndarray:
+def photograph(rng: np.random.Generator, rgb: np.ndarray) -> np.ndarray:
     """Uneven light, vignette, colour cast, optional blur and noise -> (H, W, 3) uint8."""
     h, w = rgb.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) / max(h, w) - np.float32(0.5)
@@ -267,12 +267,12 @@ def make_image(
     Returns:
         (size, size, 3) uint8 RGB image and (size, size) uint8 mask (0 skin, 1 AK, 2 SK).
     """
-    layers = _skin(rng, size, melanin, blood)
+    layers = skin_layers(rng, size, melanin, blood)
     mask, fields = place_lesions(rng, size, labels, rng.uniform(0.12, 0.28))
     for label, rho in fields:
-        (_paint_ak if label == LABEL_AK else _paint_sk)(rng, layers, rho)
-    _hair(rng, layers, int(rng.integers(0, hairs + 1)))
-    return _photograph(rng, _render(layers)), mask
+        (paint_ak if label == LABEL_AK else paint_sk)(rng, layers, rho)
+    paint_hair(rng, layers, int(rng.integers(0, hairs + 1)))
+    return photograph(rng, render_layers(layers)), mask
 
 
 def sample_patient(rng: np.random.Generator, index: int) -> Patient:
@@ -294,7 +294,7 @@ def plan_labels(rng: np.random.Generator, n_images: int) -> list[tuple[int, ...]
     return [tuple(int(v) for v in part) for part in np.split(labels, np.cumsum(counts)[:-1])]
 
 
-def _write_png(path: Path, arr: np.ndarray) -> None:
+def write_png(path: Path, arr: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         Image.fromarray(arr).save(tmp, format="PNG", compress_level=1)  # fast; ~13% bigger
 
@@ -336,8 +336,8 @@ def generate(
             image, mask = make_image(irng, size, labels, patient.melanin, patient.blood,
                                      _HAIRS[region])  # fmt: skip
             name = f"{patient.patient_id}_{k}"
-            _write_png(out / "images" / f"{name}.png", image)
-            _write_png(out / "masks" / f"{name}.png", mask)
+            write_png(out / "images" / f"{name}.png", image)
+            write_png(out / "masks" / f"{name}.png", mask)
             diagnostic = "+".join(LABEL_NAMES[v] for v in sorted(set(labels)))
             rows.append((f"images/{name}.png", f"masks/{name}.png", patient.patient_id, name,
                          diagnostic, patient.fitzpatrick, patient.age, region))  # fmt: skip
