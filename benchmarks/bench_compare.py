@@ -18,7 +18,6 @@ worst case.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import resource
 import sys
 import tempfile
@@ -84,17 +83,15 @@ def main() -> None:
     ap.add_argument("--bundle", help="a real bundle (default: random ResNet-50 layer2, dense)")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_scan import run
+
     w, h = (int(x) for x in a.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         photos = make_photos(Path(a.before), Path(a.after), (h, w), Path(tmp))
         args = {"photos": photos, "out": str(Path(tmp) / "out"), "bundle": a.bundle,
                 "threads": a.threads}  # fmt: skip
-        ctx = mp.get_context("spawn")
-        q = ctx.Queue()
-        p = ctx.Process(target=_one, args=(args, q))
-        p.start()
-        r = q.get()
-        p.join()
+        r = run(args, _one)
     what = a.bundle or "random ResNet-50 layer2, dense, scale 1"
     print(f"compare of two {w}x{h} photos ({w * h / 1e6:.1f} MP), {what}, {a.threads} threads:")
     print(f"  registration {r['register_series']:.1f} s ({r['registration']}, {r['inliers']} "

@@ -111,10 +111,12 @@ def _one(args: dict[str, Any], queue: Any) -> None:
     queue.put({"wall_s": wall, "peak_mb": peak, "windows": n_win})
 
 
-def run(args: dict[str, Any]) -> dict[str, Any]:
+def run(args: dict[str, Any], target: Any = None) -> dict[str, Any]:
+    """``target(args, queue)`` (default: one scan) in a fresh process, so its peak memory is its
+    own; returns what it put on the queue."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_one, args=(args, q))
+    p = ctx.Process(target=target or _one, args=(args, q))
     p.start()
     out = q.get()
     p.join()

@@ -32,12 +32,12 @@ log = logging.getLogger(__name__)
 
 def photos_to_scan(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
     """Manifest rows to scan with columns ``photo``, ``mask``, ``patient_id``, ``labels`` (and
-    ``scan.visits``' columns when the manifest has them)."""
+    ``scan.visits``' columns); refuses columns the manifest lacks and missing photos first."""
+    from skintl.data.check import scan_input_problems
+
     s = cfg.scan
     assert s is not None
     m = pd.read_parquet(run_dir / "manifest.parquet")
-    from skintl.data.check import scan_input_problems
-
     problems = scan_input_problems(cfg, m)
     if problems:
         raise ScanError(f"scan stage: {problems[0]}" + (f" (and {len(problems) - 1} more)"
@@ -54,10 +54,6 @@ def photos_to_scan(cfg: StudyConfig, run_dir: Path) -> pd.DataFrame:
         photo = m[s.image_column].map(lambda p: str(root / str(p)))
         mask = m[s.mask_column].map(lambda p: str(root / str(p))) if s.mask_column else None
     cols = [c for c in (s.visits.column, s.visits.site_column) if c] if s.visits else []
-    missing = [c for c in cols if c not in m]
-    if missing:
-        raise ScanError(f"scan.visits names columns {missing} the manifest lacks; it has "
-                        f"{list(m.columns)}")  # fmt: skip
     extra = {c: m[c] for c in cols}
     return pd.DataFrame({"photo": photo, "mask": mask, "patient_id": m["patient_id"].astype(str),
                          "labels": m["labels"], **extra}).reset_index(drop=True)  # fmt: skip
